@@ -1,0 +1,171 @@
+"""Latency, device energy and cost of plans (DESIGN.md §1), vectorised over many plans.
+
+Every term is a function of its own so it can be tested alone. Plans come as arrays:
+``cuts`` (N,), ``wbits`` (N, L) with entries past the cut ignored, ``abits`` (N,).
+
+    T_down = [p>0] (rtt + sum_{l<=p} params[l] b_w[l] / R_down) / reuse
+    T_dev  = sum_{l<=p} 2 macs[l] / (F_dev kappa_dev(b_w[l]))
+    T_up   = [p<L] (rtt/2 + bits_at_cut(p, b_a) / R_up)
+    T_srv  = sum_{l>p} 2 macs[l] / (F_srv load)
+    energy = P_rx T_down + P_comp T_dev + P_tx T_up + P_idle T_srv
+    cost   = latency + beta energy
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from system.accuracy import drop_pp, is_feasible
+from system.bits import DEFAULT_BITS, kernel_kappa, q_noise
+from system.plan import Plan, plans_to_arrays
+from system.profiles import ModelProfile
+from system.request import Request
+
+
+def _on_device(profile: ModelProfile, cuts: np.ndarray) -> np.ndarray:
+    return np.arange(profile.n_units)[None, :] < np.asarray(cuts)[:, None]
+
+
+def t_down_s(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits: np.ndarray) -> np.ndarray:
+    """Time to ship the quantized head to the device, amortised over ``reuse`` inferences."""
+    cuts = np.asarray(cuts)
+    head_bits = np.sum(_on_device(profile, cuts) * profile.params[None, :] * wbits, axis=1)
+    return (cuts > 0) * (req.rtt_s + head_bits / req.down_bps) / req.reuse
+
+
+def t_dev_s(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits: np.ndarray) -> np.ndarray:
+    """Device compute time; each width runs on the narrowest native kernel that holds it."""
+    kap = kernel_kappa(wbits, np.asarray(req.dev_kappa))
+    per_unit = 2.0 * profile.macs[None, :] / (req.dev_flops_per_s * kap)
+    return np.sum(_on_device(profile, cuts) * per_unit, axis=1)
+
+
+def bits_at_cut(profile: ModelProfile, cuts: np.ndarray, abits: np.ndarray) -> np.ndarray:
+    """Bits sent up: the raw input at cut 0, the cut tensor at b_a bits, nothing at cut L."""
+    cuts = np.asarray(cuts)
+    L = profile.n_units
+    inner = profile.out_elems[np.clip(cuts - 1, 0, L - 1)] * np.asarray(abits)
+    out = np.where(cuts == 0, float(profile.in_elems * profile.input_bits), inner)
+    return np.where(cuts >= L, 0.0, out)
+
+
+def t_up_s(profile: ModelProfile, req: Request, cuts: np.ndarray, abits: np.ndarray) -> np.ndarray:
+    """Uplink time: half a round trip plus the serialisation of the cut tensor."""
+    cuts = np.asarray(cuts)
+    return (cuts < profile.n_units) * (req.rtt_s / 2.0 + bits_at_cut(profile, cuts, abits) / req.up_bps)
+
+
+def server_suffix_s(profile: ModelProfile, req: Request) -> np.ndarray:
+    """T_srv for every cut 0..L: the server runs units p+1..L at fp32."""
+    per_unit = 2.0 * profile.macs / (req.srv_flops_per_s * req.srv_load)
+    suffix = np.concatenate([np.cumsum(per_unit[::-1])[::-1], [0.0]])
+    return suffix
+
+
+def t_srv_s(profile: ModelProfile, req: Request, cuts: np.ndarray) -> np.ndarray:
+    """Server compute time of the tail."""
+    return server_suffix_s(profile, req)[np.asarray(cuts)]
+
+
+@dataclass(frozen=True)
+class PlanFigures:
+    """Figures of N plans under one request (arrays of shape (N,))."""
+
+    t_down_s: np.ndarray
+    t_dev_s: np.ndarray
+    t_up_s: np.ndarray
+    t_srv_s: np.ndarray
+    latency_s: np.ndarray
+    energy_j: np.ndarray
+    cost: np.ndarray
+    drop_pp: np.ndarray
+    feasible: np.ndarray
+    payload_reduction: np.ndarray
+    uplink_bits: np.ndarray
+
+
+def device_payload(profile: ModelProfile, cuts: np.ndarray, wbits: np.ndarray) -> np.ndarray:
+    """Bit-weighted FLOPs on the device: sum_{l<=p} 2 macs[l] b_w[l] / 32 (QPART's payload)."""
+    return np.sum(_on_device(profile, cuts) * 2.0 * profile.macs[None, :] * wbits / 32.0, axis=1)
+
+
+def payload_reduction(profile: ModelProfile, cuts: np.ndarray, wbits: np.ndarray) -> np.ndarray:
+    """1 - device payload / all FLOPs at fp32."""
+    return 1.0 - device_payload(profile, cuts, wbits) / (2.0 * float(np.sum(profile.macs)))
+
+
+def evaluate_arrays(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits: np.ndarray,
+                    abits: np.ndarray) -> PlanFigures:
+    """All figures of many plans at once."""
+    cuts = np.asarray(cuts, dtype=np.int64)
+    wbits = np.asarray(wbits)
+    abits = np.asarray(abits)
+    td = t_down_s(profile, req, cuts, wbits)
+    tc = t_dev_s(profile, req, cuts, wbits)
+    tu = t_up_s(profile, req, cuts, abits)
+    ts = t_srv_s(profile, req, cuts)
+    lat = td + tc + tu + ts
+    en = req.p_rx_w * td + req.p_comp_w * tc + req.p_tx_w * tu + req.p_idle_w * ts
+    dr = drop_pp(profile, cuts, wbits, abits)
+    return PlanFigures(t_down_s=td, t_dev_s=tc, t_up_s=tu, t_srv_s=ts, latency_s=lat,
+                       energy_j=en, cost=lat + req.beta_s_per_j * en, drop_pp=dr,
+                       feasible=is_feasible(dr, req.eps_pp),
+                       payload_reduction=payload_reduction(profile, cuts, wbits),
+                       uplink_bits=bits_at_cut(profile, cuts, abits))
+
+
+def evaluate_plans(profile: ModelProfile, req: Request, plans: list[Plan]) -> PlanFigures:
+    """Figures of a list of plans."""
+    c, w, a = plans_to_arrays(plans, profile.n_units)
+    return evaluate_arrays(profile, req, c, w, a)
+
+
+def plan_report(profile: ModelProfile, req: Request, plan: Plan) -> dict:
+    """One plan's figures as a JSON-ready dict (what the command line prints)."""
+    f = evaluate_plans(profile, req, [plan])
+    return {**plan.to_json_dict(), "latency_s": float(f.latency_s[0]),
+            "energy_j": float(f.energy_j[0]), "drop_pp": float(f.drop_pp[0]),
+            "cost": float(f.cost[0]), "payload_reduction": float(f.payload_reduction[0]),
+            "feasible": bool(f.feasible[0])}
+
+
+@dataclass(frozen=True)
+class UnitTables:
+    """The cost and drop of a plan split into per-unit and per-(cut, act-bits) terms.
+
+    cost(plan) = sum_{l<=p} c_w[l, k_l] + fixed[p, a];  drop = sum d_w[l, k_l] + d_a[p, a].
+    This is what makes the weight bits, for a fixed (p, a), a multiple-choice knapsack.
+    """
+
+    bits: tuple[int, ...]
+    c_w: np.ndarray     # (L, K)  cost of unit l on the device at bits[k]
+    d_w: np.ndarray     # (L, K)  drop of unit l at bits[k]
+    fixed: np.ndarray   # (L+1, K) cost terms set by the cut and activation bits
+    d_a: np.ndarray     # (L+1, K) activation drop at the cut
+
+
+def unit_tables(profile: ModelProfile, req: Request,
+                bits: tuple[int, ...] = DEFAULT_BITS) -> UnitTables:
+    """Per-unit decomposition of :func:`evaluate_arrays` (same formulas, regrouped)."""
+    L = profile.n_units
+    b = np.asarray(bits, dtype=np.float64)
+    w_rx = 1.0 + req.beta_s_per_j * req.p_rx_w
+    w_comp = 1.0 + req.beta_s_per_j * req.p_comp_w
+    w_tx = 1.0 + req.beta_s_per_j * req.p_tx_w
+    w_idle = 1.0 + req.beta_s_per_j * req.p_idle_w
+    kap = kernel_kappa(np.asarray(bits), np.asarray(req.dev_kappa))
+    c_w = (profile.params[:, None] * b[None, :] / (req.down_bps * req.reuse)) * w_rx \
+        + (2.0 * profile.macs[:, None] / (req.dev_flops_per_s * kap[None, :])) * w_comp
+    d_w = profile.sens_w[:, None] * q_noise(b)[None, :]
+    cuts = np.arange(L + 1)
+    up_bits = bits_at_cut(profile, np.repeat(cuts, len(bits)), np.tile(b, L + 1)).reshape(L + 1, -1)
+    up = (cuts[:, None] < L) * (req.rtt_s / 2.0 + up_bits / req.up_bps) * w_tx
+    down = (cuts[:, None] > 0) * (req.rtt_s / req.reuse) * w_rx
+    srv = server_suffix_s(profile, req)[:, None] * w_idle
+    fixed = up + down + srv
+    inner = (cuts > 0) & (cuts < L)
+    sa = np.concatenate([[0.0], profile.sens_a])
+    d_a = (inner * sa)[:, None] * q_noise(b)[None, :]
+    return UnitTables(bits=tuple(bits), c_w=c_w, d_w=d_w, fixed=fixed, d_a=d_a)

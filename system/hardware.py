@@ -1,0 +1,125 @@
+"""Devices and servers: effective compute, kernel speedups and powers, with their sources.
+
+The catalog lives in ``system/data/hardware.json`` (package data); every entry names the
+public figure it comes from, and which numbers are derived or assumed here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from system.bits import KERNEL_WIDTHS
+from system.errors import QsplitInputError, check_finite, check_keys
+
+
+def parse_kappa(field_name: str, table: object) -> tuple[float, ...]:
+    """Turn ``{"32": 1, "8": 3.2}`` into a vector over :data:`KERNEL_WIDTHS` (0 = no kernel)."""
+    if not isinstance(table, dict):
+        raise QsplitInputError(f"{field_name}: expected an object keyed by kernel width")
+    out = [0.0] * len(KERNEL_WIDTHS)
+    for key, value in table.items():
+        try:
+            width = int(key)
+        except (TypeError, ValueError):
+            width = -1
+        if width not in KERNEL_WIDTHS:
+            raise QsplitInputError(
+                f"{field_name}: kernel width {key!r} is not one of {list(KERNEL_WIDTHS)}")
+        out[KERNEL_WIDTHS.index(width)] = check_finite(
+            f"{field_name}[{key}]", value, lo=0.0, lo_open=True)
+    if out[KERNEL_WIDTHS.index(32)] != 1.0:
+        raise QsplitInputError(f"{field_name}[32]: must be 1.0 (speedups are relative to fp32)")
+    return tuple(out)
+
+
+def kappa_to_dict(kappa: tuple[float, ...]) -> dict[str, float]:
+    """Inverse of :func:`parse_kappa`, for JSON output."""
+    return {str(w): float(k) for w, k in zip(KERNEL_WIDTHS, kappa, strict=True) if k > 0}
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device that runs the head of the network and talks over a radio."""
+
+    name: str
+    flops_per_s: float          # effective fp32 FLOP/s at batch 1
+    kappa: tuple[float, ...]    # speedup per kernel width in KERNEL_WIDTHS, 0 = none
+    p_comp_w: float             # power while computing
+    p_tx_w: float               # power while transmitting
+    p_rx_w: float               # power while receiving
+    p_idle_w: float             # power while waiting for the server
+    label: str = ""
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        check_finite(f"device {self.name}: flops_per_s", self.flops_per_s, lo=0.0, lo_open=True)
+        for f in ("p_comp_w", "p_tx_w", "p_rx_w", "p_idle_w"):
+            check_finite(f"device {self.name}: {f}", getattr(self, f), lo=0.0)
+
+
+@dataclass(frozen=True)
+class Server:
+    """The edge server that holds the network and runs the tail at fp32."""
+
+    name: str
+    flops_per_s: float          # effective fp32 FLOP/s at batch 1
+    kappa: tuple[float, ...]
+    p_comp_w: float
+    label: str = ""
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        check_finite(f"server {self.name}: flops_per_s", self.flops_per_s, lo=0.0, lo_open=True)
+
+
+@lru_cache(maxsize=1)
+def _catalog() -> dict:
+    text = resources.files("system").joinpath("data/hardware.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _entry(kind: str, name: str) -> dict:
+    table = _catalog()[kind]
+    if name not in table:
+        raise QsplitInputError(f"{kind[:-1]}: unknown name {name!r}; known: {sorted(table)}")
+    return table[name]
+
+
+def device_names() -> list[str]:
+    """Names of the catalog's devices."""
+    return sorted(_catalog()["devices"])
+
+
+def server_names() -> list[str]:
+    """Names of the catalog's servers."""
+    return sorted(_catalog()["servers"])
+
+
+def get_device(name: str) -> Device:
+    """A catalog device by name (see :func:`device_names`)."""
+    e = check_keys(f"device {name}", _entry("devices", name),
+                   ["label", "gflops", "kappa", "p_comp_w", "p_tx_w", "p_rx_w", "p_idle_w",
+                    "source"])
+    return Device(name=name, flops_per_s=float(e["gflops"]) * 1e9,
+                  kappa=parse_kappa(f"device {name}: kappa", e["kappa"]),
+                  p_comp_w=e["p_comp_w"], p_tx_w=e["p_tx_w"], p_rx_w=e["p_rx_w"],
+                  p_idle_w=e["p_idle_w"], label=e["label"], source=e["source"])
+
+
+def get_server(name: str) -> Server:
+    """A catalog server by name (see :func:`server_names`)."""
+    e = check_keys(f"server {name}", _entry("servers", name),
+                   ["label", "gflops", "kappa", "p_comp_w", "source"])
+    return Server(name=name, flops_per_s=float(e["gflops"]) * 1e9,
+                  kappa=parse_kappa(f"server {name}: kappa", e["kappa"]),
+                  p_comp_w=e["p_comp_w"], label=e["label"], source=e["source"])
+
+
+def kappa_array(kappa: tuple[float, ...]) -> np.ndarray:
+    """The kappa vector as a float64 array aligned with KERNEL_WIDTHS."""
+    return np.asarray(kappa, dtype=np.float64)

@@ -1,0 +1,248 @@
+"""The exact optimum of DESIGN.md §2: least cost over (cut, activation bits, weight bits).
+
+For a fixed cut p and activation bits a the weight bits form a multiple-choice knapsack
+(MCKP): every cost and drop term is a sum of per-unit terms, and the budget left for the
+weights is eps - d_a[p, a]. The solver is exact (no discretised budget) and fast because it
+rarely solves a knapsack at all:
+
+1. Per unit, the lower convex hull of its (drop, cost) options. Taking hull segments in
+   order of cost saved per pp of drop gives, for every prefix p and budget at once (one
+   vectorised pass), the LP relaxation of the MCKP (a lower bound) and its rounding down
+   (a feasible plan, an upper bound).
+2. The best upper bound is the incumbent. Candidates (p, a) are visited in the order of
+   their lower bound; once a bound reaches the incumbent, the rest are dropped.
+3. A candidate whose LP is fractional is solved exactly: Lagrangian reduced-cost fixing at
+   the LP multiplier removes every option that cannot beat the incumbent (usually all but
+   one per unit), and a Pareto dynamic programme over the few units left, pruned by the
+   Lagrangian bound and the budget, finds the knapsack's optimum.
+
+Every step is exact in real arithmetic; comparisons carry a relative slack of 1e-12 so
+rounding never prunes the optimum. Cut 0 (server-only) has no quantization and is always
+feasible, so a plan always exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from system.accuracy import FEAS_TOL_PP
+from system.bits import DEFAULT_BITS
+from system.cost import UnitTables, unit_tables
+from system.plan import Plan
+from system.profiles import ModelProfile
+from system.request import Request
+
+_REL = 1e-12
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The optimal plan with its cost and drop, and how much work finding it took."""
+
+    plan: Plan
+    cost: float
+    drop_pp: float
+    candidates: int     # (cut, act-bits) pairs that were feasible at all
+    exact_solves: int   # knapsacks solved by the dynamic programme
+
+
+@dataclass(frozen=True)
+class _Hull:
+    order: np.ndarray      # (L, K) option indices sorted by (drop, cost)
+    start: np.ndarray      # (L,) sorted position of each unit's hull start (always 0)
+    seg_unit: np.ndarray   # (S,) unit of each hull segment, segments sorted by efficiency
+    seg_to: np.ndarray     # (S,) sorted position the segment ends at
+    seg_dd: np.ndarray     # (S,) drop added (> 0)
+    seg_dc: np.ndarray     # (S,) cost added (< 0)
+    seg_eff: np.ndarray    # (S,) cost saved per pp of drop, descending
+
+
+def _hulls(c_w: np.ndarray, d_w: np.ndarray) -> _Hull:
+    """Lower convex hull of each unit's options, walked from least drop to least cost."""
+    L, K = c_w.shape
+    order = np.lexsort((c_w, d_w), axis=1)
+    C = np.take_along_axis(c_w, order, axis=1)
+    D = np.take_along_axis(d_w, order, axis=1)
+    rows = np.arange(L)
+    cur = np.zeros(L, dtype=np.int64)
+    active = np.ones(L, dtype=bool)
+    units, tos, dds, dcs = [], [], [], []
+    pos = np.arange(K)[None, :]
+    for _ in range(K - 1):
+        cc = C[rows, cur][:, None]
+        cd = D[rows, cur][:, None]
+        dd = D - cd
+        dc = C - cc
+        ok = (pos > cur[:, None]) & (dd > 0) & (dc < 0) & active[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where(ok, dc / np.where(ok, dd, 1.0), np.inf)
+        best = np.min(slope, axis=1)
+        has = np.isfinite(best)
+        if not has.any():
+            break
+        # steepest descent; among equal slopes the farthest point (skips collinear ones)
+        tie = ok & (slope <= best[:, None])
+        nxt = K - 1 - np.argmax(tie[:, ::-1], axis=1)
+        u = rows[has]
+        units.append(u)
+        tos.append(nxt[has])
+        dds.append(D[u, nxt[has]] - D[u, cur[has]])
+        dcs.append(C[u, nxt[has]] - C[u, cur[has]])
+        cur = np.where(has, nxt, cur)
+        active = has
+    if units:
+        su = np.concatenate(units)
+        st = np.concatenate(tos)
+        sdd = np.concatenate(dds)
+        sdc = np.concatenate(dcs)
+    else:
+        su = np.zeros(0, np.int64)
+        st = np.zeros(0, np.int64)
+        sdd = np.zeros(0)
+        sdc = np.zeros(0)
+    eff = -sdc / sdd if len(sdd) else np.zeros(0)
+    srt = np.argsort(-eff, kind="stable")
+    return _Hull(order=order, start=np.zeros(L, np.int64), seg_unit=su[srt], seg_to=st[srt],
+                 seg_dd=sdd[srt], seg_dc=sdc[srt], seg_eff=eff[srt])
+
+
+def solve(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFAULT_BITS,
+          tables: UnitTables | None = None) -> Solution:
+    """The exact least-cost plan within the request's budget."""
+    T = tables if tables is not None else unit_tables(profile, req, bits)
+    c_w, d_w, fixed, d_a = T.c_w, T.d_w, T.fixed, T.d_a
+    L, K = c_w.shape
+    Ka = fixed.shape[1]
+    eps = req.eps_pp + FEAS_TOL_PP
+    a32 = T.bits.index(32)
+
+    H = _hulls(c_w, d_w)
+    Cs = np.take_along_axis(c_w, H.order, axis=1)
+    Ds = np.take_along_axis(d_w, H.order, axis=1)
+    C0 = np.concatenate([[0.0], np.cumsum(Cs[:, 0])])       # (L+1,) cost of prefix at start
+    D0 = np.concatenate([[0.0], np.cumsum(Ds[:, 0])])
+    S = len(H.seg_unit)
+    cuts = np.arange(L + 1)
+    mask = H.seg_unit[None, :] < cuts[:, None]               # (L+1, S)
+    cumD = np.cumsum(mask * H.seg_dd[None, :], axis=1)
+    cumC = np.cumsum(mask * H.seg_dc[None, :], axis=1)
+
+    budget = eps - d_a                                       # (L+1, Ka) left for the weights
+    valid = budget >= D0[:, None]
+    valid[0, :] = False
+    valid[L, :] = False
+    valid[0, a32] = True                                      # cut 0 is always feasible
+    valid[L, a32] = budget[L, a32] >= D0[L]
+    bw = budget - D0[:, None]                                # budget past the hull starts
+    if S:
+        n = np.sum(cumD[:, :, None] <= bw[:, None, :], axis=1)   # segments that fit, (L+1, Ka)
+        prevD = np.where(n > 0, np.take_along_axis(cumD, np.maximum(n - 1, 0), axis=1), 0.0)
+        prevC = np.where(n > 0, np.take_along_axis(cumC, np.maximum(n - 1, 0), axis=1), 0.0)
+        nxt = np.minimum(n, S - 1)
+        frac = np.where(n < S, (bw - prevD) * H.seg_eff[nxt], 0.0)
+    else:
+        n = np.zeros((L + 1, Ka), np.int64)
+        prevC = np.zeros((L + 1, Ka))
+        frac = np.zeros((L + 1, Ka))
+    ub = fixed + C0[:, None] + prevC
+    lb = ub - frac
+    ub = np.where(valid, ub, np.inf)
+    lb = np.where(valid, lb, np.inf)
+
+    p_best, a_best = np.unravel_index(int(np.argmin(ub)), ub.shape)
+    inc = float(ub[p_best, a_best])
+    best: tuple[str, int, int, object] = ("hull", int(p_best), int(a_best), None)
+    n_valid = int(valid.sum())
+    exact = 0
+    flat = np.argsort(lb, axis=None, kind="stable")
+    for idx in flat:
+        p, a = divmod(int(idx), Ka)
+        if not lb[p, a] < inc - _REL * abs(inc):
+            break
+        if frac[p, a] <= _REL * abs(inc):
+            continue                                          # its LP is integral: ub = lb
+        lam = float(H.seg_eff[min(int(n[p, a]), S - 1)])
+        res = _exact_mckp(c_w[:p], d_w[:p], float(budget[p, a]), float(fixed[p, a]), lam, inc)
+        exact += 1
+        if res is not None and res[0] < inc - _REL * abs(inc):
+            inc = res[0]
+            best = ("dp", p, a, res[1])
+
+    kind, p, a, choice = best
+    if kind == "hull":
+        choice = _hull_choice(H, p, int(n[p, a]), L)
+    wb = np.asarray(T.bits)[np.asarray(choice, dtype=np.int64)[:p]] if p else np.zeros(0, int)
+    plan = Plan.canonical(p, wb, T.bits[a], L)
+    ks = np.asarray(choice, dtype=np.int64)[:p]
+    drop = float(np.sum(d_w[np.arange(p), ks]) + d_a[p, a])
+    return Solution(plan=plan, cost=inc, drop_pp=drop, candidates=n_valid, exact_solves=exact)
+
+
+def _hull_choice(H: _Hull, p: int, n_taken: int, L: int) -> np.ndarray:
+    """Option index per unit after taking the first ``n_taken`` segments of units < p."""
+    pos = H.start.copy()
+    sel = H.seg_unit[:n_taken] < p
+    u = H.seg_unit[:n_taken][sel]
+    t = H.seg_to[:n_taken][sel]
+    pos[u] = t   # segments of one unit come in hull order, so the last write is the furthest
+    return H.order[np.arange(L), pos]
+
+
+def _exact_mckp(c: np.ndarray, d: np.ndarray, budget: float, const: float, lam: float,
+                inc: float) -> tuple[float, np.ndarray] | None:
+    """min const + sum c[l, k_l] s.t. sum d[l, k_l] <= budget, if below ``inc``; else None."""
+    p, _ = c.shape
+    tol = _REL * max(1.0, abs(inc))
+    V = c + lam * d
+    m = V.min(axis=1)
+    lag = const + float(m.sum()) - lam * budget
+    if lag > inc + tol:
+        return None
+    allowed = (lag + (V - m[:, None])) <= inc + tol
+    allowed &= d <= budget
+    n_opt = allowed.sum(axis=1)
+    if np.any(n_opt == 0):
+        return None
+    single = n_opt == 1
+    choice = np.argmax(allowed, axis=1)
+    rows = np.arange(p)
+    base_c = const + float(np.sum(c[rows[single], choice[single]]))
+    base_d = float(np.sum(d[rows[single], choice[single]]))
+    free = rows[~single]
+    # remaining-bound terms, over units not yet placed in the frontier
+    Vm = np.where(allowed, V, np.inf).min(axis=1)
+    dmin = np.where(allowed, d, np.inf).min(axis=1)
+    rem_v = np.concatenate([np.cumsum(Vm[free][::-1])[::-1], [0.0]])
+    rem_d = np.concatenate([np.cumsum(dmin[free][::-1])[::-1], [0.0]])
+    fc = np.array([base_c])
+    fd = np.array([base_d])
+    picks = np.zeros((1, 0), dtype=np.int64)
+    for j, u in enumerate(free):
+        ks = np.flatnonzero(allowed[u])
+        nc = (fc[:, None] + c[u, ks][None, :]).ravel()
+        nd = (fd[:, None] + d[u, ks][None, :]).ravel()
+        src = np.repeat(np.arange(len(fc)), len(ks))
+        kk = np.tile(ks, len(fc))
+        keep = (nd + rem_d[j + 1] <= budget) & \
+            (nc + lam * nd + rem_v[j + 1] - lam * budget <= inc + tol)
+        if not keep.any():
+            return None
+        nc, nd, src, kk = nc[keep], nd[keep], src[keep], kk[keep]
+        o = np.lexsort((nc, nd))
+        nc, nd, src, kk = nc[o], nd[o], src[o], kk[o]
+        run = np.minimum.accumulate(nc)
+        front = np.concatenate([[True], nc[1:] < run[:-1]])
+        fc, fd = nc[front], nd[front]
+        picks = np.concatenate([picks[src[front]], kk[front][:, None]], axis=1)
+    i = int(np.argmin(fc))
+    choice = choice.copy()
+    choice[free] = picks[i]
+    return float(fc[i]), choice
+
+
+def solve_many(profile: ModelProfile, requests: list[Request],
+               bits: tuple[int, ...] = DEFAULT_BITS) -> list[Solution]:
+    """The optimum of each request."""
+    return [solve(profile, r, bits) for r in requests]

@@ -1,0 +1,205 @@
+"""Model profiles: the ordered units a network may be cut after, with costs and sensitivities.
+
+A profile is the only thing the planner knows about a network. Its JSON form is strict
+(unknown keys, missing fields, negative or non-finite numbers and empty profiles are refused
+with an error naming the field), because a silently wrong profile gives silently wrong plans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from system.errors import QsplitInputError, check_finite, check_keys
+
+PROFILE_FORMAT = "qsplit-profile/1"
+SENSITIVITY_SOURCES = ("measured", "hawq_v3", "proxy", "synthetic")
+_UNIT_KEYS = ("name", "macs", "params", "out_elems", "sens_w", "sens_a")
+_TOP_REQUIRED = ("name", "in_elems", "input_bits", "base_accuracy_pct", "units")
+_TOP_OPTIONAL = ("format", "input_shape", "sensitivity_source", "provenance")
+
+
+@dataclass(frozen=True, eq=False)
+class ModelProfile:
+    """Per-unit figures of one network (arrays of length L, unit 1 first)."""
+
+    name: str
+    unit_names: tuple[str, ...]
+    macs: np.ndarray        # multiply-accumulates per unit
+    params: np.ndarray      # weights per unit
+    out_elems: np.ndarray   # elements of the unit's output tensor (what a cut after it sends)
+    sens_w: np.ndarray      # pp of top-1 per unit of q(b) when the unit's weights get b bits
+    sens_a: np.ndarray      # pp of top-1 per unit of q(b) when the unit's output gets b bits
+    in_elems: int           # elements of the input tensor (what server-only sends)
+    input_bits: int         # bits per input element (8 for images)
+    base_accuracy_pct: float
+    sensitivity_source: str = "measured"
+    input_shape: tuple[int, ...] = ()
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def n_units(self) -> int:
+        """L, the number of units; cuts run from 0 (server-only) to L (device-only)."""
+        return len(self.unit_names)
+
+    def to_dict(self) -> dict:
+        """The strict JSON form (see :func:`profile_from_dict`)."""
+        units = [
+            {"name": n, "macs": _num(m), "params": _num(p), "out_elems": _num(o),
+             "sens_w": float(sw), "sens_a": float(sa)}
+            for n, m, p, o, sw, sa in zip(self.unit_names, self.macs, self.params,
+                                          self.out_elems, self.sens_w, self.sens_a, strict=True)
+        ]
+        return {"format": PROFILE_FORMAT, "name": self.name,
+                "input_shape": list(self.input_shape), "in_elems": self.in_elems,
+                "input_bits": self.input_bits, "base_accuracy_pct": self.base_accuracy_pct,
+                "sensitivity_source": self.sensitivity_source, "provenance": self.provenance,
+                "units": units}
+
+    def sha256(self) -> str:
+        """Hash of the canonical JSON form; a policy bundle records it to refuse a mismatch."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def save(self, path: str | Path) -> None:
+        """Write the JSON form atomically (temp file, then rename)."""
+        from system.atomic import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+def _num(x: float) -> int | float:
+    xf = float(x)
+    return int(xf) if xf.is_integer() else xf
+
+
+def _nonneg(field_name: str, value: object) -> float:
+    return check_finite(field_name, value, lo=0.0)
+
+
+def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
+    """Build a profile from its JSON form, refusing anything malformed."""
+    d = check_keys(where, data, _TOP_REQUIRED, _TOP_OPTIONAL)
+    if "format" in d and d["format"] != PROFILE_FORMAT:
+        raise QsplitInputError(f"{where}.format: expected {PROFILE_FORMAT!r}, got {d['format']!r}")
+    name = d["name"]
+    if not isinstance(name, str) or not name:
+        raise QsplitInputError(f"{where}.name: expected a non-empty string")
+    units = d["units"]
+    if not isinstance(units, list) or not units:
+        raise QsplitInputError(f"{where}.units: expected a non-empty list of units")
+    cols: dict[str, list[float]] = {k: [] for k in _UNIT_KEYS[1:]}
+    names: list[str] = []
+    for i, u in enumerate(units):
+        uw = f"{where}.units[{i}]"
+        check_keys(uw, u, _UNIT_KEYS)
+        if not isinstance(u["name"], str) or not u["name"]:
+            raise QsplitInputError(f"{uw}.name: expected a non-empty string")
+        names.append(u["name"])
+        for k in _UNIT_KEYS[1:]:
+            cols[k].append(_nonneg(f"{uw}.{k}", u[k]))
+    in_elems = _nonneg(f"{where}.in_elems", d["in_elems"])
+    if in_elems < 1 or not in_elems.is_integer():
+        raise QsplitInputError(f"{where}.in_elems: expected an integer >= 1, got {d['in_elems']!r}")
+    input_bits = _nonneg(f"{where}.input_bits", d["input_bits"])
+    if not input_bits.is_integer() or not 1 <= input_bits <= 32:
+        raise QsplitInputError(f"{where}.input_bits: expected an integer in [1, 32]")
+    acc = check_finite(f"{where}.base_accuracy_pct", d["base_accuracy_pct"], lo=0.0, hi=100.0)
+    src = d.get("sensitivity_source", "measured")
+    if src not in SENSITIVITY_SOURCES:
+        raise QsplitInputError(
+            f"{where}.sensitivity_source: {src!r} is not one of {list(SENSITIVITY_SOURCES)}")
+    shape = d.get("input_shape", [])
+    if not isinstance(shape, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise QsplitInputError(f"{where}.input_shape: expected a list of positive integers")
+    if shape and math.prod(shape) != int(in_elems):
+        raise QsplitInputError(
+            f"{where}.input_shape: product {math.prod(shape)} differs from in_elems {int(in_elems)}")
+    prov = d.get("provenance", {})
+    if not isinstance(prov, dict):
+        raise QsplitInputError(f"{where}.provenance: expected a JSON object")
+    return ModelProfile(
+        name=name, unit_names=tuple(names),
+        **{k: np.asarray(v, dtype=np.float64) for k, v in cols.items()},
+        in_elems=int(in_elems), input_bits=int(input_bits), base_accuracy_pct=acc,
+        sensitivity_source=src, input_shape=tuple(shape), provenance=prov)
+
+
+def load_profile_file(path: str | Path) -> ModelProfile:
+    """Read a profile JSON file; errors name the file and the field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise QsplitInputError(f"profile: cannot read {p}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise QsplitInputError(f"profile {p}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+    return profile_from_dict(data, where=f"profile {p.name}")
+
+
+def builtin_profile_names() -> list[str]:
+    """Names of the profiles shipped as package data."""
+    folder = resources.files("system").joinpath("data/profiles")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_profile(name_or_path: str | Path) -> ModelProfile:
+    """A shipped profile by name (``resnet18``), a test profile (``toy3``) or a JSON path."""
+    key = str(name_or_path)
+    if key in TEST_PROFILES:
+        return TEST_PROFILES[key]()
+    if key in builtin_profile_names():
+        text = resources.files("system").joinpath(f"data/profiles/{key}.json").read_text("utf-8")
+        return profile_from_dict(json.loads(text), where=f"profile {key}")
+    if key.endswith(".json") or Path(key).exists():
+        return load_profile_file(key)
+    raise QsplitInputError(
+        f"model: unknown profile {key!r}; known: {builtin_profile_names() + sorted(TEST_PROFILES)}"
+        " or a path to a profile JSON file")
+
+
+def toy3() -> ModelProfile:
+    """A hand-checkable 3-unit profile (the golden cost tests compute it by hand)."""
+    return ModelProfile(
+        name="toy3", unit_names=("conv1", "conv2", "fc"),
+        macs=np.array([1.0e6, 2.0e6, 0.5e6]), params=np.array([1000.0, 2000.0, 500.0]),
+        out_elems=np.array([4000.0, 1000.0, 10.0]),
+        sens_w=np.array([100.0, 50.0, 20.0]), sens_a=np.array([80.0, 40.0, 0.0]),
+        in_elems=3000, input_bits=8, base_accuracy_pct=90.0,
+        sensitivity_source="synthetic", input_shape=(3, 1000),
+        provenance={"source": "hand-made test profile"})
+
+
+def random_profile(n_units: int, rng: np.random.Generator, name: str = "random") -> ModelProfile:
+    """A random but plausible profile: CNN-like shrinking tensors, log-uniform figures.
+
+    Used by the exactness tests and benchmarks, where many different instances are needed.
+    """
+    if n_units < 1:
+        raise QsplitInputError(f"n_units: {n_units} is outside the allowed range [1, inf)")
+    L = n_units
+    macs = np.exp(rng.uniform(np.log(1e6), np.log(3e8), L))
+    params = np.exp(rng.uniform(np.log(1e3), np.log(3e6), L))
+    shrink = np.cumprod(np.exp(rng.uniform(np.log(0.5), np.log(1.2), L)))
+    out_elems = np.maximum(np.round(8e5 * shrink * np.exp(rng.normal(0, 0.3, L))), 10.0)
+    sens_w = np.exp(rng.uniform(np.log(1.0), np.log(3e3), L))
+    sens_a = np.exp(rng.uniform(np.log(1.0), np.log(3e3), L))
+    sens_a[-1] = 0.0
+    return ModelProfile(
+        name=name, unit_names=tuple(f"u{i + 1}" for i in range(L)),
+        macs=np.round(macs), params=np.round(params), out_elems=out_elems,
+        sens_w=sens_w, sens_a=sens_a, in_elems=150528, input_bits=8, base_accuracy_pct=75.0,
+        sensitivity_source="synthetic", input_shape=(3, 224, 224),
+        provenance={"source": "system.profiles.random_profile"})
+
+
+TEST_PROFILES = {"toy3": toy3}
