@@ -65,43 +65,29 @@ def _hulls(c_w: np.ndarray, d_w: np.ndarray) -> _Hull:
     order = np.lexsort((c_w, d_w), axis=1)
     C = np.take_along_axis(c_w, order, axis=1)
     D = np.take_along_axis(d_w, order, axis=1)
+    dd = D[:, None, :] - D[:, :, None]            # (L, from, to)
+    dc = C[:, None, :] - C[:, :, None]
+    ok = (dd > 0) & (dc < 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(ok, dc / np.where(ok, dd, 1.0), np.inf)
+    best = slope.min(axis=2)
+    # steepest descent from each point; among equal slopes the farthest (skips collinear ones)
+    tie = ok & (slope <= best[:, :, None])
+    nxt = np.where(np.isfinite(best), K - 1 - np.argmax(tie[:, :, ::-1], axis=2), -1)
     rows = np.arange(L)
+    on = np.zeros((L, K), dtype=bool)
     cur = np.zeros(L, dtype=np.int64)
-    active = np.ones(L, dtype=bool)
-    units, tos, dds, dcs = [], [], [], []
-    pos = np.arange(K)[None, :]
     for _ in range(K - 1):
-        cc = C[rows, cur][:, None]
-        cd = D[rows, cur][:, None]
-        dd = D - cd
-        dc = C - cc
-        ok = (pos > cur[:, None]) & (dd > 0) & (dc < 0) & active[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.where(ok, dc / np.where(ok, dd, 1.0), np.inf)
-        best = np.min(slope, axis=1)
-        has = np.isfinite(best)
+        step = nxt[rows, cur]
+        has = step >= 0
         if not has.any():
             break
-        # steepest descent; among equal slopes the farthest point (skips collinear ones)
-        tie = ok & (slope <= best[:, None])
-        nxt = K - 1 - np.argmax(tie[:, ::-1], axis=1)
-        u = rows[has]
-        units.append(u)
-        tos.append(nxt[has])
-        dds.append(D[u, nxt[has]] - D[u, cur[has]])
-        dcs.append(C[u, nxt[has]] - C[u, cur[has]])
-        cur = np.where(has, nxt, cur)
-        active = has
-    if units:
-        su = np.concatenate(units)
-        st = np.concatenate(tos)
-        sdd = np.concatenate(dds)
-        sdc = np.concatenate(dcs)
-    else:
-        su = np.zeros(0, np.int64)
-        st = np.zeros(0, np.int64)
-        sdd = np.zeros(0)
-        sdc = np.zeros(0)
+        on[rows[has], cur[has]] = True
+        cur = np.where(has, step, cur)
+    su, sf = np.nonzero(on)                          # a segment leaves every marked vertex
+    st = nxt[su, sf]
+    sdd = D[su, st] - D[su, sf]
+    sdc = C[su, st] - C[su, sf]
     eff = -sdc / sdd if len(sdd) else np.zeros(0)
     srt = np.argsort(-eff, kind="stable")
     return _Hull(order=order, start=np.zeros(L, np.int64), seg_unit=su[srt], seg_to=st[srt],
@@ -113,7 +99,7 @@ def solve(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFAULT_B
     """The exact least-cost plan within the request's budget."""
     T = tables if tables is not None else unit_tables(profile, req, bits)
     c_w, d_w, fixed, d_a = T.c_w, T.d_w, T.fixed, T.d_a
-    L, K = c_w.shape
+    L = c_w.shape[0]
     Ka = fixed.shape[1]
     eps = req.eps_pp + FEAS_TOL_PP
     a32 = T.bits.index(32)
@@ -137,7 +123,9 @@ def solve(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFAULT_B
     valid[L, a32] = budget[L, a32] >= D0[L]
     bw = budget - D0[:, None]                                # budget past the hull starts
     if S:
-        n = np.sum(cumD[:, :, None] <= bw[:, None, :], axis=1)   # segments that fit, (L+1, Ka)
+        n = np.empty((L + 1, Ka), dtype=np.int64)               # segments that fit
+        for p in range(L + 1):
+            n[p] = np.searchsorted(cumD[p], bw[p], side="right")
         prevD = np.where(n > 0, np.take_along_axis(cumD, np.maximum(n - 1, 0), axis=1), 0.0)
         prevC = np.where(n > 0, np.take_along_axis(cumC, np.maximum(n - 1, 0), axis=1), 0.0)
         nxt = np.minimum(n, S - 1)
@@ -163,6 +151,16 @@ def solve(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFAULT_B
             break
         if frac[p, a] <= _REL * abs(inc):
             continue                                          # its LP is integral: ub = lb
+        # a better incumbent first: it lets reduced-cost fixing remove more options
+        ch = _improve(c_w[:p], d_w[:p], _hull_choice(H, p, int(n[p, a]), L)[:p],
+                      float(budget[p, a]))
+        rows = np.arange(p)
+        c_ch = float(fixed[p, a] + c_w[rows, ch].sum())
+        if c_ch < inc - _REL * abs(inc):
+            inc = c_ch
+            best = ("dp", p, a, ch)
+            if not lb[p, a] < inc - _REL * abs(inc):
+                continue
         lam = float(H.seg_eff[min(int(n[p, a]), S - 1)])
         res = _exact_mckp(c_w[:p], d_w[:p], float(budget[p, a]), float(fixed[p, a]), lam, inc)
         exact += 1
@@ -188,6 +186,23 @@ def _hull_choice(H: _Hull, p: int, n_taken: int, L: int) -> np.ndarray:
     t = H.seg_to[:n_taken][sel]
     pos[u] = t   # segments of one unit come in hull order, so the last write is the furthest
     return H.order[np.arange(L), pos]
+
+
+def _improve(c: np.ndarray, d: np.ndarray, choice: np.ndarray, budget: float,
+             rounds: int = 4) -> np.ndarray:
+    """Greedy single-unit moves that lower cost within the budget (a heuristic, not a bound)."""
+    rows = np.arange(len(choice))
+    choice = choice.copy()
+    for _ in range(rounds):
+        cur_c = c[rows, choice]
+        cur_d = d[rows, choice]
+        slack = budget - float(cur_d.sum())
+        gain = np.where(d - cur_d[:, None] <= slack, c - cur_c[:, None], 0.0)
+        i = int(np.argmin(gain))
+        if gain.flat[i] >= 0.0:
+            break
+        choice[i // c.shape[1]] = i % c.shape[1]
+    return choice
 
 
 def _exact_mckp(c: np.ndarray, d: np.ndarray, budget: float, const: float, lam: float,

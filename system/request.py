@@ -162,3 +162,21 @@ def load_request_file(path: str | Path) -> Request:
     except json.JSONDecodeError as exc:
         raise QsplitInputError(f"request {p}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
     return request_from_json_dict(data, where=f"request {p.name}")
+
+
+def random_request(rng, device: str | None = None, server: str = "t4") -> Request:
+    """A random but plausible request over the catalog (tests and benchmarks need many).
+
+    Rates log-uniform 0.1-300 Mbit/s up and 0.3-1000 down, RTT 5-200 ms, budget log-uniform
+    0.03-6 pp, beta from {0, 0.01, 0.1, 1} s/J, reuse from {1, 10, 1000}.
+    """
+    from system.hardware import device_names
+
+    name = device if device is not None else str(rng.choice(device_names()))
+    return Request.make(
+        get_device(name), get_server(server),
+        up_bps=float(10 ** rng.uniform(5.0, 8.5)), down_bps=float(10 ** rng.uniform(5.5, 9.0)),
+        rtt_s=float(rng.uniform(0.005, 0.2)), eps_pp=float(10 ** rng.uniform(-1.5, 0.8)),
+        beta_s_per_j=float(rng.choice([0.0, 0.01, 0.1, 1.0])),
+        reuse=float(rng.choice([1.0, 1.0, 10.0, 1000.0])), srv_load=float(rng.uniform(0.2, 1.0)),
+        dev_speed_factor=float(rng.uniform(0.5, 1.5)))

@@ -1,0 +1,58 @@
+"""Command line: ``python -m system plan --profile FILE --request FILE [--decider NAME]``.
+
+Prints the plan and its figures as one JSON object. Bad input prints one line naming the
+field and the allowed range and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from system.baselines import DECIDERS
+from system.cost import plan_report
+from system.errors import QsplitInputError
+from system.hardware import device_names, get_device, get_server, server_names
+from system.profiles import builtin_profile_names, load_profile
+from system.request import REQUEST_JSON_FIELDS, load_request_file
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m system", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pl = sub.add_parser("plan", help="decide one request and print the plan as JSON")
+    pl.add_argument("--profile", required=True,
+                    help=f"profile JSON file or shipped name ({', '.join(builtin_profile_names())})")
+    pl.add_argument("--request", required=True, help="request JSON file (see `request-fields`)")
+    pl.add_argument("--decider", default="optimal", choices=sorted(DECIDERS))
+    sub.add_parser("catalog", help="list the device and server catalog with sources")
+    sub.add_parser("request-fields", help="list the request JSON fields with units")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "plan":
+            profile = load_profile(args.profile)
+            req = load_request_file(args.request)
+            plan = DECIDERS[args.decider](profile, req)
+            out = {"decider": args.decider, "profile": profile.name,
+                   **plan_report(profile, req, plan)}
+            print(json.dumps(out, indent=1))
+        elif args.cmd == "catalog":
+            cat = {"devices": {n: get_device(n).__dict__ for n in device_names()},
+                   "servers": {n: get_server(n).__dict__ for n in server_names()}}
+            print(json.dumps(cat, indent=1))
+        else:
+            print(json.dumps(REQUEST_JSON_FIELDS, indent=1))
+    except QsplitInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
