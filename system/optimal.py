@@ -231,30 +231,39 @@ def _exact_mckp(c: np.ndarray, d: np.ndarray, budget: float, const: float, lam: 
     dmin = np.where(allowed, d, np.inf).min(axis=1)
     rem_v = np.concatenate([np.cumsum(Vm[free][::-1])[::-1], [0.0]])
     rem_d = np.concatenate([np.cumsum(dmin[free][::-1])[::-1], [0.0]])
+    if base_d > budget - rem_d[0]:
+        return None
     fc = np.array([base_c])
     fd = np.array([base_d])
-    picks = np.zeros((1, 0), dtype=np.int64)
+    back: list[np.ndarray] = []                    # per free unit: kept flat indices
+    opts: list[np.ndarray] = []
+    thr_v = inc + tol + lam * budget - rem_v       # bound test per depth
+    thr_d = budget - rem_d
     for j, u in enumerate(free):
         ks = np.flatnonzero(allowed[u])
-        nc = (fc[:, None] + c[u, ks][None, :]).ravel()
-        nd = (fd[:, None] + d[u, ks][None, :]).ravel()
-        src = np.repeat(np.arange(len(fc)), len(ks))
-        kk = np.tile(ks, len(fc))
-        keep = (nd + rem_d[j + 1] <= budget) & \
-            (nc + lam * nd + rem_v[j + 1] - lam * budget <= inc + tol)
-        if not keep.any():
+        nc = (fc[:, None] + c[u, ks]).ravel()
+        nd = (fd[:, None] + d[u, ks]).ravel()
+        keep = np.flatnonzero((nd <= thr_d[j + 1]) & (nc + lam * nd <= thr_v[j + 1]))
+        if not len(keep):
             return None
-        nc, nd, src, kk = nc[keep], nd[keep], src[keep], kk[keep]
-        o = np.lexsort((nc, nd))
-        nc, nd, src, kk = nc[o], nd[o], src[o], kk[o]
-        run = np.minimum.accumulate(nc)
-        front = np.concatenate([[True], nc[1:] < run[:-1]])
-        fc, fd = nc[front], nd[front]
-        picks = np.concatenate([picks[src[front]], kk[front][:, None]], axis=1)
+        o = keep[np.argsort(nd[keep], kind="stable")]
+        nc = nc[o]
+        front = np.empty(len(o), dtype=bool)
+        front[0] = True
+        np.less(nc[1:], np.minimum.accumulate(nc)[:-1], out=front[1:])
+        sel = o[front]
+        fc, fd = nc[front], nd[sel]
+        back.append(sel)
+        opts.append(ks)
     i = int(np.argmin(fc))
+    best_cost = float(fc[i])
     choice = choice.copy()
-    choice[free] = picks[i]
-    return float(fc[i]), choice
+    for j in range(len(free) - 1, -1, -1):
+        flat = int(back[j][i])
+        nk = len(opts[j])
+        choice[free[j]] = opts[j][flat % nk]
+        i = flat // nk
+    return best_cost, choice
 
 
 def solve_many(profile: ModelProfile, requests: list[Request],
