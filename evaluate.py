@@ -409,6 +409,24 @@ def expected_figures(summary: dict) -> dict:
             "claims": [{"claim": c["claim"], "measured": c["measured"]} for c in summary["claims"]]}
 
 
+def compare_figures(got: object, want: object, where: str = "", rel_tol: float = 1e-9) -> list[str]:
+    """Differences between two :func:`expected_figures` trees (floats to ``rel_tol``)."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        out = [f"{where}.{k}: missing" for k in want if k not in got]
+        out += [f"{where}.{k}: not expected" for k in got if k not in want]
+        for k in want:
+            if k in got:
+                out += compare_figures(got[k], want[k], f"{where}.{k}", rel_tol)
+        return out
+    if isinstance(want, list) and isinstance(got, list) and len(got) == len(want):
+        return [d for i, (g, w) in enumerate(zip(got, want, strict=True))
+                for d in compare_figures(g, w, f"{where}[{i}]", rel_tol)]
+    if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        return [] if math.isclose(got, want, rel_tol=rel_tol, abs_tol=1e-12) else \
+            [f"{where}: {got!r}, expected {want!r}"]
+    return [] if got == want else [f"{where}: {got!r}, expected {want!r}"]
+
+
 # ------------------------------------------------------------------------------ files
 
 def write_csv(rows: Sequence[dict], path: Path) -> None:
@@ -598,10 +616,15 @@ def write_plots(rows: Sequence[dict], out: Path, profile: ModelProfile) -> list[
 
 # ------------------------------------------------------------------------------ command line
 
-def make_policies(specs: Sequence[str], suite: Suite) -> dict[str, Policy]:
-    """Policies by label, in the order given; a label given twice is an error."""
+def make_policies(specs: Sequence[str], suite: Suite, ppo_run: Path | None = None) -> dict[str, Policy]:
+    """Policies by label, in the order given; a label given twice is an error.
+
+    ``ppo_run`` stands in for a bare ``ppo`` spec (the committed default policy otherwise).
+    """
     out: dict[str, Policy] = {}
     for spec in specs:
+        if ppo_run is not None and spec == "ppo":
+            spec = f"ppo:{ppo_run}"
         label, _ = split_label(spec)
         if label in out:
             raise QsplitInputError(f"decider: label {label!r} given twice; write LABEL=SPEC")
@@ -611,9 +634,9 @@ def make_policies(specs: Sequence[str], suite: Suite) -> dict[str, Policy]:
 
 def evaluate(suite: Suite, specs: Sequence[str] | None = None, out: Path | None = None,
              plots: bool = True, progress: bool = True, n_requests: int | None = None,
-             log: Callable[[str], None] = print) -> dict:
+             log: Callable[[str], None] = print, ppo_run: Path | None = None) -> dict:
     """Run a suite, write the output folder (when ``out`` is given), return the summary."""
-    policies = make_policies(specs or suite.deciders, suite)
+    policies = make_policies(specs or suite.deciders, suite, ppo_run)
     rows = run_suite(suite, policies, progress=progress, log=log, n_requests=n_requests)
     if not rows:
         raise QsplitInputError(f"suite {suite.name}: every case was skipped; nothing to evaluate")
@@ -635,6 +658,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--suite", default="default", help="suite name (configs/eval) or YAML path")
     ap.add_argument("--decider", action="append", metavar="SPEC",
                     help="decider to evaluate (repeat); default: the suite's list")
+    ap.add_argument("--ppo-run", type=Path, metavar="RUN",
+                    help="run folder (holding model.zip) to use for the suite's `ppo` decider "
+                         "instead of the committed default policy")
     ap.add_argument("--out", type=Path, help="output folder (default out/eval/<suite>)")
     ap.add_argument("--requests", type=int, metavar="N",
                     help="N requests per case instead of the suite's counts (quick looks)")
@@ -645,6 +671,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", help="with --replay: the profile (default: from summary.json)")
     ap.add_argument("--expected-out", type=Path, metavar="JSON",
                     help="also write the machine-independent figures (tests' expected JSON)")
+    ap.add_argument("--check", type=Path, metavar="JSON",
+                    help="compare the machine-independent figures with an --expected-out JSON; "
+                         "exit 1 when they differ")
     ap.add_argument("--list", action="store_true", help="list the suites and decider specs")
     return ap
 
@@ -665,16 +694,29 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if bad else 0
         if args.requests is not None and args.requests < 1:
             raise QsplitInputError(f"--requests: expected an integer >= 1, got {args.requests}")
+        want = None
+        if args.check:
+            try:
+                want = json.loads(args.check.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise QsplitInputError(f"--check: cannot read {args.check}: {exc}") from None
         suite = load_suite(args.suite)
         out = args.out or ROOT / "out" / "eval" / suite.name
         summary = evaluate(suite, args.decider, out, plots=not args.no_plots,
                            progress=not args.quiet, n_requests=args.requests,
-                           log=lambda s: print(s, file=sys.stderr))
+                           log=lambda s: print(s, file=sys.stderr), ppo_run=args.ppo_run)
         if args.expected_out:
             atomic_write_text(args.expected_out,
                               json.dumps(expected_figures(summary), indent=1) + "\n")
         print(markdown(summary))
         print(f"wrote {out}")
+        if args.check:
+            diffs = compare_figures(expected_figures(summary), want)
+            for line in diffs[:20]:
+                print(f"differs: {line}")
+            print(f"check against {args.check}: "
+                  f"{'the figures match' if not diffs else f'{len(diffs)} figures differ'}")
+            return 1 if diffs else 0
     except QsplitInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -141,14 +141,14 @@ def _jsonable(d: dict) -> dict:
     """Env kwargs as JSON (objects such as a pool or a profile are named, not serialised)."""
     out = {}
     for k, v in d.items():
-        if isinstance(v, (str, int, float, bool)) or v is None:
-            out[k] = v
-        elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float)) for x in v):
-            out[k] = list(v)
-        elif isinstance(v, ModelProfile):
-            out[k] = v.name
-        else:
-            out[k] = f"<{type(v).__name__}>"
+        if isinstance(v, ModelProfile):
+            out[str(k)] = v.name
+            continue
+        try:
+            json.dumps(v, allow_nan=False)
+            out[str(k)] = v
+        except (TypeError, ValueError):
+            out[str(k)] = f"<{type(v).__name__}>"
     return out
 
 

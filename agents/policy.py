@@ -149,17 +149,61 @@ def make_policy(spec: str, profile: ModelProfile, bits: tuple[int, ...] = DEFAUL
 
 
 def default_run_folder(profile: ModelProfile) -> Path:
-    """The committed default PPO run for ``profile``."""
-    raise QsplitInputError(
-        f"decider ppo: no committed default policy for model {profile.name!r}; "
-        "give a run folder as ppo:<run folder>")
+    """The committed default PPO run for ``profile``: the run its committed bundle came from.
 
+    ``runtime/bundles/<model>/contract.json`` records ``source.run_path`` (relative to the
+    repository) when it was exported from a committed run (agents/export.py).
+    """
+    import json
 
-def _same_profile(name: str, what: str, theirs: ModelProfile, ours: ModelProfile) -> None:
-    if theirs.sha256() != ours.sha256():
+    from runtime.dispatcher import bundles_root
+
+    contract = bundles_root() / profile.name / "contract.json"
+    run_path = ""
+    if contract.is_file():
+        run_path = str(json.loads(contract.read_text(encoding="utf-8"))
+                       .get("source", {}).get("run_path", ""))
+    folder = Path(__file__).resolve().parents[1] / run_path
+    if not run_path or not (folder / "model.zip").is_file():
         raise QsplitInputError(
-            f"decider {name}: {what} was trained for model {theirs.name!r}, but the suite "
+            f"decider ppo: no committed default policy for model {profile.name!r} "
+            f"({contract} names no committed run); give a run folder as ppo:<run folder>")
+    return folder
+
+
+def _same_profile(name: str, what: str, theirs_sha: str, theirs_name: str,
+                  ours: ModelProfile) -> None:
+    if theirs_sha != ours.sha256():
+        raise QsplitInputError(
+            f"decider {name}: {what} was trained for model {theirs_name!r}, but the suite "
             f"evaluates {ours.name!r} (profile hashes differ)")
+
+
+def run_env_args(folder: Path, name: str, profile: ModelProfile) -> dict:
+    """The decision-relevant env arguments a run recorded, checked against ``profile``.
+
+    Read by :func:`agents.export.read_env_kwargs` (train.py's config.yml and qsplit.json,
+    or rl-zoo's env_kwargs.yml); the profile hash train.py records must be ``profile``'s.
+    """
+    import inspect
+
+    from agents.export import read_env_kwargs, read_run_info
+    from envs.quantsplit import QuantSplitEnv
+    from system.codec import ObservationEncoder
+    from system.profiles import load_profile
+
+    kw = read_env_kwargs(folder)
+    model = str(kw.get("model") or inspect.signature(QuantSplitEnv).parameters["model"].default)
+    sha = read_run_info(folder).get("profile_sha256") or load_profile(model).sha256()
+    _same_profile(name, f"run {folder}", str(sha), model, profile)
+    args: dict = {"model": profile}
+    if isinstance(kw.get("encoder"), dict):
+        args["encoder"] = ObservationEncoder.from_json(kw["encoder"])
+    if kw.get("bits") is not None:
+        args["bits"] = tuple(kw["bits"])
+    if kw.get("mode") is not None:
+        args["mode"] = kw["mode"]
+    return args
 
 
 def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DEFAULT_BITS,
@@ -167,10 +211,10 @@ def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DE
     """A PPO (or MaskablePPO) run folder holding ``model.zip`` as a policy.
 
     The decision is the environment's own: an env built with the run's recorded arguments
-    (``agents.export.read_env_kwargs``) gives the observation (and MaskablePPO's action
-    mask), the model predicts deterministically for the whole batch, and ``env.step``
-    executes each action (decode, then repair if the drop exceeds the budget, or the
-    penalty mode's raw plan if the run used it); ``info["plan"]`` is the plan.
+    (:func:`run_env_args`) gives the observation (and MaskablePPO's action mask), the model
+    predicts deterministically for the whole batch, and ``env.step`` executes each action
+    (decode, then repair if the drop exceeds the budget, or the penalty mode's raw plan if
+    the run used it); ``info["plan"]`` is the plan.
     """
     folder = Path(folder)
     if not (folder / "model.zip").is_file():
@@ -178,34 +222,33 @@ def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DE
             f"decider {name}: run folder {folder} has no model.zip "
             "(expected <log folder>/<algo>/<env>_<n>/model.zip as train.py writes)")
     import numpy as np
+    import torch
 
-    from agents.export import is_maskable, load_run_model, read_env_kwargs
+    from agents.export import is_maskable, load_run_model
     from envs.quantsplit import QuantSplitEnv
-    from system.codec import ObservationEncoder
 
-    kw = read_env_kwargs(folder)
-    allowed = ("model", "scenario", "mode", "bits", "encoder", "penalty", "reward_scale")
-    args = {k: kw[k] for k in allowed if kw.get(k) is not None}
-    if isinstance(args.get("encoder"), dict):
-        args["encoder"] = ObservationEncoder.from_json(args["encoder"])
     # the reward's reference is not part of the decision: server-only avoids a solve per step
-    env = QuantSplitEnv(**args, reward_reference="server_only", compute_regret=False)
-    _same_profile(name, f"run {folder}", env.profile, profile)
+    env = QuantSplitEnv(**run_env_args(folder, name, profile), scenario="default",
+                        reward_reference="server_only", compute_regret=False)
     if tuple(env.codec.bits) != tuple(bits):
         raise QsplitInputError(f"decider {name}: run {folder} uses bits {list(env.codec.bits)}, "
                                f"the suite {list(bits)}")
     model = load_run_model(folder)
     maskable = is_maskable(model)
+    # one torch thread, as train.py: the nets are small and two threads on a busy 2-core
+    # machine spin against each other (a process-wide setting, fine for a leaderboard run)
+    torch.set_num_threads(1)
 
     def decide_plans(requests: Sequence[Request]) -> list[Plan]:
-        obs, masks = [], []
-        for r in requests:
-            o, _ = env.reset(options={"request": r})
-            obs.append(o)
-            if maskable:
+        obs = env.encoder.encode_batch(requests)   # what reset() returns, row by row
+        kwargs = {}
+        if maskable:
+            masks = []
+            for r in requests:
+                env.reset(options={"request": r})
                 masks.append(env.action_masks())
-        kwargs = {"action_masks": np.stack(masks)} if maskable else {}
-        actions, _ = model.predict(np.stack(obs), deterministic=True, **kwargs)
+            kwargs["action_masks"] = np.stack(masks)
+        actions, _ = model.predict(obs, deterministic=True, **kwargs)
         plans = []
         for r, a in zip(requests, actions, strict=True):
             env.reset(options={"request": r})
@@ -225,7 +268,7 @@ def load_bundle(path: Path | None, profile: ModelProfile, bits: tuple[int, ...] 
     if not path.is_dir():
         raise QsplitInputError(f"decider {name}: bundle folder {path} not found")
     disp = Dispatcher.load(path)
-    _same_profile(name, f"bundle {path}", disp.profile, profile)
+    _same_profile(name, f"bundle {path}", disp.profile.sha256(), disp.profile.name, profile)
     if tuple(disp.bits) != tuple(bits):
         raise QsplitInputError(f"decider {name}: bundle {path} uses bits {list(disp.bits)}, "
                                f"the suite {list(bits)}")

@@ -48,6 +48,7 @@ class QsplitOptions:
     bc_epochs: int = 0             # imitation epochs before PPO (0: plain PPO)
     bc_batch_size: int = 256
     bc_lr: float = 1e-3
+    bc_eval_every: int = 0         # held-out regret every n imitation epochs (0: never)
     pool_workers: int = 2          # processes that solve the pools
     pool_cache: str = ""           # folder to cache solved pools in ("" = <log-folder>/pools)
 
@@ -231,6 +232,7 @@ def train(args: TrainArgs) -> Path:
         RolloutInfoCallback,
         save_model_atomic,
     )
+    from agents.evaluation import evaluate_actions, pool_masks, predict_actions
     from envs.pool import build_pool
     from envs.quantsplit import QuantSplitEnv
     from system.codec import ObservationEncoder
@@ -279,7 +281,7 @@ def train(args: TrainArgs) -> Path:
 
     vec_cls = SubprocVecEnv if args.vec_env == "subproc" else DummyVecEnv
     vec = make_vec_env(args.env, n_envs=meta["n_envs"], seed=seed, vec_env_cls=vec_cls,
-                       env_kwargs={**env_kwargs, "pool": train_pool})
+                       env_kwargs={"render_mode": None, **env_kwargs, "pool": train_pool})
     if args.trained_agent:
         model = algo_cls.load(args.trained_agent, env=vec, device="cpu", seed=seed)
         say(f"[qsplit] resumed from {args.trained_agent} at {model.num_timesteps} steps")
@@ -290,15 +292,29 @@ def train(args: TrainArgs) -> Path:
 
     if opts.bc_epochs > 0 and not args.trained_agent:
         t0 = time.perf_counter()
+        curve: list[dict[str, Any]] = []
+
+        def bc_log(ep: int, loss: float) -> None:
+            msg = f"[qsplit] imitation epoch {ep + 1}/{opts.bc_epochs}: loss {loss:.4f}"
+            if opts.bc_eval_every > 0 and ((ep + 1) % opts.bc_eval_every == 0
+                                           or ep + 1 == opts.bc_epochs):
+                m = evaluate_actions(profile, eval_pool, predict_actions(
+                    model, eval_pool.obs, masks), mode=probe.mode, figures=False)
+                curve.append({"epoch": ep + 1, "loss": loss,
+                              "wall_s": round(time.perf_counter() - t0, 2),
+                              **{k: m[k] for k in ("mean_regret", "p95_regret",
+                                                   "repair_rate", "cut_accuracy")}})
+                msg += f", held-out mean regret {m['mean_regret']:.4%}"
+            say(msg, flush=True)
+
+        masks = pool_masks(profile, eval_pool) if args.algo == "ppo_mask" else None
         losses = behaviour_clone(
             model.policy, train_pool.obs, train_pool.opt_action, profile.n_units,
             len(probe.codec.bits), epochs=opts.bc_epochs, batch_size=opts.bc_batch_size,
-            lr=opts.bc_lr, seed=seed,
-            log=lambda ep, loss: say(f"[qsplit] imitation epoch {ep + 1}/{opts.bc_epochs}: "
-                                     f"loss {loss:.4f}", flush=True))
+            lr=opts.bc_lr, seed=seed, log=bc_log)
         atomic_write_text(run / "bc.json", json.dumps(
             {"epochs": opts.bc_epochs, "samples": len(train_pool), "losses": losses,
-             "wall_s": round(time.perf_counter() - t0, 2)}, indent=1))
+             "curve": curve, "wall_s": round(time.perf_counter() - t0, 2)}, indent=1))
 
     eval_freq = args.eval_freq if args.eval_freq != 0 else opts.eval_freq
     callbacks = [RolloutInfoCallback(),

@@ -25,21 +25,23 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime import Dispatcher  # noqa: E402
-from runtime import features as rf  # noqa: E402
-from runtime.dispatcher import DEFAULT_MODEL  # noqa: E402
-from system.cost import evaluate_plans, unit_tables  # noqa: E402
-from system.optimal import solve  # noqa: E402
-from system.scenario import load_scenario, sample_requests  # noqa: E402
+from runtime import Dispatcher
+from runtime import features as rf
+from runtime.dispatcher import DEFAULT_MODEL
+from system.cost import evaluate_plans, unit_tables
+from system.optimal import solve
+from system.scenario import load_scenario, sample_requests
 
 
-def _timed(fn, items: list) -> np.ndarray:  # noqa: ANN001 - any callable of one item
+def _timed(fn: Callable[[Any], Any], items: list) -> np.ndarray:
     """Seconds per call, one call per item (perf_counter_ns around each)."""
     out = np.empty(len(items))
     clock = time.perf_counter_ns
@@ -48,6 +50,21 @@ def _timed(fn, items: list) -> np.ndarray:  # noqa: ANN001 - any callable of one
         fn(x)
         out[i] = clock() - t0
     return out * 1e-9
+
+
+def _timed_pair(fa: Callable[[Any], Any], fb: Callable[[Any], Any], xa: list,
+                xb: list) -> tuple[np.ndarray, np.ndarray]:
+    """Two calls timed alternately (a, b, a, b, ...) so a change of load hits both alike."""
+    ta, tb = np.empty(len(xa)), np.empty(len(xa))
+    clock = time.perf_counter_ns
+    for i in range(len(xa)):
+        t0 = clock()
+        fa(xa[i])
+        t1 = clock()
+        fb(xb[i])
+        t2 = clock()
+        ta[i], tb[i] = t1 - t0, t2 - t1
+    return ta * 1e-9, tb * 1e-9
 
 
 def main() -> None:
@@ -73,9 +90,8 @@ def main() -> None:
         d.decide(r)
         dr.decide(r)
 
-    t_one = _timed(d.decide, reqs)
-    t_dict = _timed(d.decide, dicts)
-    t_one2 = _timed(d.decide, reqs)                       # a second pass: the better median
+    t_one, t_dict = _timed_pair(d.decide, d.decide, reqs, dicts)
+    t_one2, _ = _timed_pair(d.decide, d.decide, reqs, dicts)   # a second pass: the better one
     med = min(float(np.median(t_one)), float(np.median(t_one2))) * 1e6
     paths = [d.decide_detailed(r).path for r in reqs]
 

@@ -1,0 +1,56 @@
+"""qsplit profiling (optional extra, torch only here): profiles and measured sensitivities.
+
+The planner reads *profiles* (``system/data/profiles/<name>.json``, format
+``qsplit-profile/1``): per unit ``macs``, ``params``, ``out_elems`` and the accuracy
+sensitivities ``sens_w`` / ``sens_a`` of DESIGN.md §1 (drop_pp = sens * (2^b - 1)^-2).
+This package makes them from real networks:
+
+  profiler.py      cut points, MACs (FlopCounterMode), params, out_elems of any traceable
+                   torch.nn.Module; profile JSON validation
+  digits.py        the digits CNN (sklearn's bundled 8x8 digits), its training and weights
+  calibrate.py     quantizers, one-unit-at-a-time calibration, fit, safety factor, validation
+  sensitivity_sources.py   HAWQ-V3 figures (ResNet-18) and the documented proxy law
+  architectures.py the shipped ImageNet architecture profiles (torchvision definitions)
+
+Commands (``python -m profiling <command> --help`` for options):
+
+  profile MODULE:FACTORY --input-shape C H W --name NAME --base-accuracy PCT [--out PATH]
+      Profile your own model. FACTORY is any callable returning an nn.Module (a class
+      works), MODULE a dotted module path or a ``file.py``. Example:
+        python -m profiling profile mynet.py:Net --input-shape 3 32 32 --name mynet \\
+            --base-accuracy 91.2 --out system/data/profiles/
+      The model must be traceable by torch.fx; mark untraceable blocks with
+      ``--leaf mynet.py:Block`` (they become opaque ops). Cuts are placed wherever exactly
+      one tensor is alive; conv+BN+ReLU stay together, a residual block is one unit. The
+      sensitivities it writes are a *proxy* (``"sensitivity_source": "proxy"``); to measure
+      them on your own data, in Python:
+        from profiling.profiler import profile_module, split_units
+        from profiling.calibrate import Chain, calibrate
+        prof = profile_module(model, (3, 32, 32))
+        cal = calibrate(Chain(split_units(prof), x_heldout, y_heldout))
+        # cal.sens_w / cal.sens_a in pp; then profiler.profile_dict(..., "measured", ...)
+
+  train-digits         train the digits CNN (fixed seed, ~30 s on one CPU thread) and write
+                       profiling/data/digits_cnn.npz + digits_cnn.json (test accuracy)
+  calibrate-digits     measure its sensitivities and safety factor on the calibration half,
+                       write system/data/profiles/digits_cnn.json (several minutes)
+  arch-profiles [NAME ...]
+                       regenerate alexnet, vgg16, resnet18, resnet50, mobilenet_v2 profiles
+                       from torchvision's definitions (needs digits_cnn.json for the
+                       activation proxy ratio)
+
+Regenerating the architecture profiles needs torchvision, which is not a dependency: the
+committed JSON files are all the project reads. torchvision from PyPI must match the torch
+it imports beside; in this project's environment (torch 2.13.0 CPU, no matching
+torchvision) use a separate venv:
+
+    python3 -m venv .venv-tv
+    .venv-tv/bin/pip install torch==2.14.1 torchvision==0.29.1 numpy
+    .venv-tv/bin/python -m profiling arch-profiles
+
+(No weights are downloaded: MACs and parameters come from the model definitions, the
+published accuracy from torchvision's weight metadata.) Everything else here runs with the
+project's own torch.
+
+Validation of the accuracy model: ``python benchmarks/bench_accuracy_model.py``.
+"""

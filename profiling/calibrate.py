@@ -373,16 +373,16 @@ def digits_chains(seed: int = 0) -> tuple[Any, list[nn.Module], Chain, Chain, di
     prof = profile_module(model, digits.INPUT_SHAPE)
     units = split_units(prof)
     split = digits.load_split()
-    cal = Chain(units, split.x_calib, split.y_calib)
-    val = Chain(units, split.x_val, split.y_val)
+    cal = Chain(units, *digits.eval_views(split.x_calib, split.y_calib))
+    val = Chain(units, *digits.eval_views(split.x_val, split.y_val))
     return prof, units, cal, val, split.sizes()
 
 
 def calibrate_digits(
-    n_seeds: int = 64,
+    n_seeds: int = 32,
     bits: Sequence[int] = CAL_BITS,
     n_cal_plans: int = 300,
-    plan_seeds: int = 16,
+    plan_seeds: int = 8,
     seed: int = 0,
     fit_cap_pp: float = 5.0,
     safe_target: float = 0.98,
@@ -416,6 +416,8 @@ def calibrate_digits(
         "data": "sklearn.datasets.load_digits (1,797 8x8 images, bundled), stratified split: "
         "train / calibration / validation disjoint",
         "split_sizes": sizes,
+        "eval_views": "each held-out half at 3 horizontal positions (-1, 0, +1 px, zero fill): "
+        f"{3 * sizes['calib']} calibration and {3 * sizes['val']} validation decisions",
         "split_seed": digits.SPLIT_SEED,
         "train": {k_: record[k_] for k_ in ("seed", "epochs", "optimizer", "train_s")},
         "test_accuracy_pct": record["test_accuracy_pct"],
@@ -476,7 +478,7 @@ def validate_digits(
     profile: dict[str, Any],
     n_in_range: int = 240,
     n_beyond: int = 40,
-    n_seeds: int = 16,
+    n_seeds: int = 8,
     seed: int = 1000,
     in_range_pp: tuple[float, float] = (0.1, 5.0),
     beyond_pp: tuple[float, float] = (5.0, 8.0),

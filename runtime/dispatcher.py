@@ -1,11 +1,13 @@
 """The runtime dispatcher: an exported policy deciding plans on the edge with numpy alone.
 
 Per request: the observation (:mod:`runtime.features`, bit-identical to the env's), the
-actor MLP in float64 from the bundle's float32 weights (float64 so that the single-request
-and the batch forms agree with each other to ~1e-16 whatever BLAS kernel each uses; torch's
-float32 forward differs from both by ~1e-7, which can only flip a head whose two best
-logits are that close), argmax per head among the options the env's action mask allows
-(MaskablePPO bundles), the canonical plan, then the guard.
+actor MLP in float32 like the trained policy (biases folded into the matrices), argmax per
+head among the options the env's action mask allows (MaskablePPO bundles), the canonical
+plan, then the guard. Rounding: numpy's float32 products are not torch's, nor is a batch
+product (gemm) summed in the order of a single one (gemv); both differ by ~1e-7 of the
+logits, which can only flip a head whose two best logits are that close. The batch form
+re-decides every row with such a near tie through the single-request code, so the two forms
+always agree; against torch the tests find no difference on 10,000 requests.
 
 The guard recomputes the plan's drop from the profile's accuracy model and, when it exceeds
 the budget, does exactly what ``QuantSplit-v0``'s step does: :func:`system.repair.plan_cost_drop`
@@ -17,8 +19,9 @@ followed by the env's repair. Options:
   (:func:`system.optimal.solve`) instead of the repair; ``"out_of_range"`` also sends a
   request whose features fall outside the encoder's range (clipped: the policy never saw
   such a request) to it. ``"none"`` (default) is the env's behaviour.
-* ``refine=True``: a local search with the cost model around the guarded plan
-  (:mod:`runtime.refine`); never worse, never infeasible, about 10x the time.
+* ``refine=True``: a search with the cost model around the guarded plan (a Lagrangian
+  sweep over the cuts, then a local search over neighbouring bit widths and cuts,
+  :mod:`runtime.refine`); never worse, never infeasible, a few hundred microseconds.
 
 ``Decision.path`` says what decided: ``policy``, ``repaired``, ``fallback`` or ``refined``.
 """
@@ -48,7 +51,7 @@ from system.request import Request
 PATHS = ("policy", "repaired", "fallback", "refined")
 FALLBACKS = ("none", "infeasible", "out_of_range")
 DEFAULT_MODEL = "resnet18"
-#: Cap on the precomputed (bias + mask) table, in entries, per bundle.
+#: Cap on the precomputed mask table, in entries, per bundle.
 _MASK_TABLE_MAX = 4_000_000
 
 
@@ -89,7 +92,7 @@ class Dispatcher:
     """Decides plans from an exported policy bundle (see the module docstring)."""
 
     def __init__(self, bundle: Bundle, *, fallback: str = "none", refine: bool = False,
-                 cut_radius: int = 2) -> None:
+                 cut_radius: int = 1) -> None:
         if fallback not in FALLBACKS:
             raise QsplitInputError(f"fallback: {fallback!r} is not one of {list(FALLBACKS)}")
         self.bundle = bundle
@@ -112,8 +115,8 @@ class Dispatcher:
         # identity use 1.0): one dot and one activation per layer, no separate bias add.
         self._hidden = [(_augment(h.weight, h.bias, h.activation), h.activation)
                         for h in bundle.hidden]
-        self._Wa = np.hstack([np.asarray(bundle.action.weight, np.float64),
-                              np.asarray(bundle.action.bias, np.float64)[:, None]])
+        self._Wa = np.ascontiguousarray(np.hstack([bundle.action.weight,
+                                                   bundle.action.bias[:, None]]), np.float32)
         # drop tables: they depend on the profile and bits only (not on the request)
         T0 = unit_tables(self.profile, _dummy_request(), self.bits)
         self._DW = T0.d_w.tolist()
@@ -132,16 +135,16 @@ class Dispatcher:
         return cls(load_bundle(p), **options)  # type: ignore[arg-type]
 
     def _init_mask(self, T0: object) -> None:
-        """Thresholds of the env's action mask, and (bias + mask) rows per threshold interval.
+        """Thresholds of the env's action mask, and a row of 0 / -inf per threshold interval.
 
         ``ActionCodec.action_mask`` allows an option iff a drop it implies is <= eps_pp +
         FEAS_TOL_PP; that drop depends on the profile only, so the mask is a step function
         of the budget. The thresholds are computed by the same expressions; the mask of a
         request is row ``bisect_right(thresholds, eps_pp + FEAS_TOL_PP)`` of a table whose
-        rows add -inf to the masked logits (ties keep the first index, as torch's argmax).
+        rows add -inf to the masked logits (MaskablePPO's -1e8: the argmax among the rest).
         """
         self._thr: list[float] = []
-        self._bm = np.zeros((1, self._Wa.shape[0]))
+        self._bm = np.zeros((1, self._Wa.shape[0]), np.float32)
         if self.bundle.masking == "none":
             return
         L, K, dw, da = self.L, self.K, self._dw, self._da
@@ -159,9 +162,8 @@ class Dispatcher:
                               f"({len(u) + 1} x {len(thr)})")
         allowed = thr[None, :] <= np.concatenate([[-np.inf], u])[:, None]
         allowed[:, ~np.isfinite(thr)] = True
-        self._bm = np.where(allowed, 0.0, -np.inf)
+        self._bm = np.where(allowed, np.float32(0.0), np.float32(-np.inf)).astype(np.float32)
         self._thr = u.tolist()
-        self._mask_thr = thr
         # check against the env's own function at a few budgets (cheap, catches drift)
         for e in [0.0, *u[:: max(1, len(u) // 8)].tolist(), 100.0]:
             eps = max(0.0, e - FEAS_TOL_PP)
@@ -188,15 +190,8 @@ class Dispatcher:
         :func:`system.repair.repair_indices`; weight indices cover the device units only.
         """
         feats = self._feat(t)
-        x = np.frombuffer(self._f32.pack(*feats, 1.0), np.float32).astype(np.float64)
-        for W, act in self._hidden:
-            x = W.dot(x)
-            if act == "tanh":
-                np.tanh(x, out=x)
-            elif act == "relu":
-                np.maximum(x, 0.0, out=x)
+        lg = self._forward(feats)
         L = self.L
-        lg = self._Wa.dot(x)
         if self._thr:
             lg += self._bm[bisect.bisect_right(self._thr, t[rf.I_EPS] + FEAS_TOL_PP)]
         p = int(lg[:L + 1].argmax())
@@ -204,6 +199,17 @@ class Dispatcher:
             return 0, [], self._k32, feats
         heads = lg[L + 1:].reshape(L + 1, self.K).argmax(1).tolist()   # act, then each unit
         return p, heads[1:p + 1], (heads[0] if p < L else self._k32), feats
+
+    def _forward(self, feats: list[float]) -> np.ndarray:
+        """Logits of every head for one observation (float32, gemv); the batch's tie-breaker."""
+        x = np.frombuffer(self._f32.pack(*feats, 1.0), np.float32)
+        for W, act in self._hidden:
+            x = W.dot(x)
+            if act == "tanh":
+                np.tanh(x, out=x)
+            elif act == "relu":
+                np.maximum(x, 0.0, out=x)
+        return self._Wa.dot(x)
 
     def _out_of_range(self, feats: list[float]) -> bool:
         """A feature was clipped: the request lies outside the range the policy was trained on."""
@@ -222,6 +228,17 @@ class Dispatcher:
         """Guard, fallback and refinement of the policy's action (see the module docstring)."""
         eps = t[rf.I_EPS]
         drop = self._drop(p, w, a)
+        path = "policy"
+        if drop <= eps + FEAS_TOL_PP and not (oor and self.fallback == "out_of_range") \
+                and not self.refine:
+            return p, w, a, path, drop
+        with np.errstate(all="ignore"):      # extreme requests: inf costs are handled
+            return self._slow(t, p, w, a, oor, drop)
+
+    def _slow(self, t: tuple[float, ...], p: int, w: list[int], a: int, oor: bool,
+              drop: float) -> tuple[int, list[int] | tuple[int, ...], int, str, float]:
+        """The guard's slow half: the env's repair, the optimizer, the refinement."""
+        eps = t[rf.I_EPS]
         path = "policy"
         T = None
         if drop > eps + FEAS_TOL_PP or (oor and self.fallback == "out_of_range"):
@@ -253,11 +270,21 @@ class Dispatcher:
     def decide(self, request: Request | Mapping[str, object]) -> Plan:
         """The plan for one request (a Request, or a mapping of its SI fields, validated)."""
         t = rf.from_request(request) if type(request) is Request else self._flat(request)
-        p, w, a, feats = self._policy(t)
-        if self._plain and sum([*map(_row_get, self._DW, w), self._DA[p][a]]) \
-                <= t[rf.I_EPS] + FEAS_TOL_PP:
+        feats = self._feat(t)
+        lg = self._forward(feats)
+        L = self.L
+        eps = t[rf.I_EPS]
+        if self._thr:
+            lg += self._bm[bisect.bisect_right(self._thr, eps + FEAS_TOL_PP)]
+        p = int(lg[:L + 1].argmax())
+        if p == 0:
+            w, a = [], self._k32
+        else:
+            heads = lg[L + 1:].reshape(L + 1, self.K).argmax(1).tolist()
+            w, a = heads[1:p + 1], (heads[0] if p < L else self._k32)
+        if self._plain and sum([*map(_row_get, self._DW, w), self._DA[p][a]]) <= eps + FEAS_TOL_PP:
             bits = self.bits
-            return Plan(p, tuple([bits[k] for k in w]), bits[a] if 0 < p < self.L else NO_ACT_BITS)
+            return Plan(p, tuple([bits[k] for k in w]), bits[a] if 0 < p < L else NO_ACT_BITS)
         p, w, a, _, _ = self._guard(t, p, w, a, self._out_of_range(feats))
         return self._plan(p, w, a)
 
@@ -316,7 +343,7 @@ class Dispatcher:
         arr = rf.to_arrays(rows)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             obs = self.encoder.encode_arrays(arr)
-        X = np.hstack([obs.astype(np.float64), np.ones((N, 1))])
+        X = np.hstack([obs, np.ones((N, 1), np.float32)])
         for Wl, act in self._hidden:
             X = X @ Wl.T
             if act == "tanh":
@@ -325,12 +352,26 @@ class Dispatcher:
                 np.maximum(X, 0.0, out=X)
         logits = X @ self._Wa.T
         eps = arr["eps_pp"]
+        mrow = np.searchsorted(self._thr, eps + FEAS_TOL_PP, side="right") if self._thr \
+            else np.zeros(N, np.int64)
         if self._thr:
-            logits += self._bm[np.searchsorted(self._thr, eps + FEAS_TOL_PP, side="right")]
+            logits += self._bm[mrow]
         cuts = logits[:, :L + 1].argmax(1)
         inner = (cuts > 0) & (cuts < L)
-        A = np.where(inner, logits[:, L + 1:L + 1 + K].argmax(1), k32)
-        Wk = logits[:, L + 1 + K:].reshape(N, L, K).argmax(2)
+        heads = logits[:, L + 1:].reshape(N, L + 1, K)
+        A = np.where(inner, heads[:, 0].argmax(1), k32)
+        Wk = heads[:, 1:].argmax(2)
+        # near ties: re-decide those rows with the single-request code (see the module doc)
+        tie = _near_tie(logits[:, :L + 1])
+        used = np.concatenate([inner[:, None], np.arange(L)[None, :] < cuts[:, None]], axis=1)
+        tie |= np.any(used & _near_tie(heads), axis=1)
+        for i in np.flatnonzero(tie).tolist():
+            lg = self._forward(obs[i].tolist())
+            lg += self._bm[mrow[i]]
+            p = int(lg[:L + 1].argmax())
+            hh = lg[L + 1:].reshape(L + 1, K).argmax(1)
+            cuts[i], A[i], Wk[i] = p, (hh[0] if 0 < p < L else k32), hh[1:]
+        inner = (cuts > 0) & (cuts < L)
         on = np.arange(L)[None, :] < cuts[:, None]
         Wk = np.where(on, Wk, k32)
         drop = np.where(on, self._dw[np.arange(L)[None, :], Wk], 0.0).sum(1) + self._da[cuts, A]
@@ -358,10 +399,20 @@ class Dispatcher:
 _row_get = list.__getitem__
 
 
+def _near_tie(logits: np.ndarray, rel: float = 1e-4) -> np.ndarray:
+    """Whether the best two entries along the last axis are within ``rel`` of each other."""
+    if logits.shape[-1] < 2:
+        return np.zeros(logits.shape[:-1], dtype=bool)
+    two = np.partition(logits, -2, axis=-1)[..., -2:]
+    top = two[..., 1]
+    with np.errstate(invalid="ignore"):
+        return (top - two[..., 0]) <= rel * (1.0 + np.abs(top))
+
+
 def _augment(weight: np.ndarray, bias: np.ndarray, activation: str) -> np.ndarray:
-    """[[W, b], [0, c]] in float64, with act(c) == 1.0 exactly (tanh(20.0) rounds to 1.0)."""
+    """[[W, b], [0, c]] in float32, with act(c) == 1.0 exactly (tanh(20.0) rounds to 1.0)."""
     n_out, n_in = weight.shape
-    out = np.zeros((n_out + 1, n_in + 1))
+    out = np.zeros((n_out + 1, n_in + 1), np.float32)
     out[:n_out, :n_in] = weight
     out[:n_out, n_in] = bias
     out[n_out, n_in] = 20.0 if activation == "tanh" else 1.0

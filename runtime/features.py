@@ -133,11 +133,18 @@ PY_QUANTITIES: dict[str, str] = {
     "reuse": "reuse", "dev_kappa_4": "k4", "dev_kappa_8": "k8", "dev_kappa_16": "k16",
     "srv_eff_flops_per_s": "(srv * load)",
     "dev_cost_per_flop": "({wc} / dev)",
-    "srv_cost_per_flop": "({wi} / (srv * load))",
+    "srv_cost_per_flop": "_div({wi}, srv * load)",
     "up_cost_per_bit": "({wt} / up)",
     "down_cost_per_bit": "({wr} / (down * reuse))",
     "rtt_cost_s": "(rtt * (0.5 * {wt} + {wr} / reuse))",
 }
+
+
+def _div(a: float, b: float) -> float:
+    """a / b with numpy's semantics for b == 0 (srv * load can underflow to 0.0)."""
+    if b != 0.0:
+        return a / b
+    return math.nan if a == 0.0 or a != a else math.copysign(math.inf, a)
 
 
 def _log10(x: float) -> float:
@@ -162,16 +169,16 @@ def feature_function(encoder: ObservationEncoder) -> Callable[[tuple[float, ...]
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 return encoder.encode_arrays(to_arrays([t]))[0].astype(np.float64).tolist()
         return via_numpy
-    lines = ["def features(t):", f"    {_UNPACK} = t", "    out = []"]
-    for f in encoder.features:
+    lines = ["def features(t, log10=log10, _log10=_log10, _div=_div):", f"    {_UNPACK} = t"]
+    for i, f in enumerate(encoder.features):
         expr = PY_QUANTITIES[f.quantity].format(**_WEIGHT)
         lines.append(f"    x = {expr} + {float(f.shift)!r}")
         if f.transform == "log10":
             lines.append("    x = log10(x) if x > 0.0 else _log10(x)")
         lines.append(f"    v = (x - {float(f.center)!r}) / {float(f.scale)!r}")
-        lines.append(f"    out.append({-clip!r} if v < {-clip!r} else ({clip!r} if v > {clip!r} else v))")
-    lines.append("    return out")
-    scope: dict[str, object] = {"log10": math.log10, "_log10": _log10}
+        lines.append(f"    v{i} = {-clip!r} if v < {-clip!r} else ({clip!r} if v > {clip!r} else v)")
+    lines.append(f"    return [{', '.join(f'v{i}' for i in range(len(encoder.features)))}]")
+    scope: dict[str, object] = {"log10": math.log10, "_log10": _log10, "_div": _div}
     exec(compile("\n".join(lines), f"<qsplit features {len(encoder.features)}>", "exec"), scope)
     fn = scope["features"]
     return fn  # type: ignore[return-value]

@@ -203,7 +203,7 @@ def lagrangian_sweep(T: UnitTables, eps_pp: float) -> tuple[int, np.ndarray, int
 
 
 def refine(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray | list[int], a_idx: int,
-           *, cut_radius: int = 0) -> Refined:
+           *, cut_radius: int = 1) -> Refined:
     """The best of the polished start and the polished sweep plan (see the module doc)."""
     p = int(cut)
     L = T.c_w.shape[0]

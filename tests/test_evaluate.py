@@ -267,3 +267,54 @@ def test_command_line_exit_code(tmp_path: Path, profile_path: Path) -> None:
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "colour" in proc.stderr
+
+
+# ------------------------------------------------------------------ expected figures
+
+def test_check_against_expected_figures(tmp_path: Path, profile_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path / "t.yaml", _suite_dict(profile_path))
+    exp = tmp_path / "expected.json"
+    base = ["--suite", str(path), "--decider", "optimal", "--decider", "partition_only",
+            "--requests", "4", "--quiet", "--no-plots", "--out", str(tmp_path / "o")]
+    assert evaluate.main([*base, "--expected-out", str(exp)]) == 0
+    assert evaluate.main([*base, "--check", str(exp)]) == 0
+    assert "the figures match" in capsys.readouterr().out
+    data = json.loads(exp.read_text())
+    data["deciders"]["partition_only"]["mean_cost"] *= 1.001
+    exp.write_text(json.dumps(data))
+    assert evaluate.main([*base, "--check", str(exp)]) == 1
+    out = capsys.readouterr().out
+    assert "deciders.partition_only.mean_cost" in out and "1 figures differ" in out
+
+
+def test_compare_figures() -> None:
+    want = {"a": 1.0, "b": [1, "x"], "c": {"d": None}}
+    assert evaluate.compare_figures({"a": 1.0 + 1e-12, "b": [1, "x"], "c": {"d": None}}, want) == []
+    diffs = evaluate.compare_figures({"a": 1.1, "b": [2, "x"], "c": {}, "e": 0}, want)
+    assert sorted(d.split(":")[0] for d in diffs) == [".a", ".b[0]", ".c.d", ".e"]
+
+
+EXPECTED_SMALL = ROOT / "tests" / "data" / "expected_small_suite.json"
+
+
+def test_committed_policies_reproduce_the_expected_figures() -> None:
+    """The small suite with the committed default policy gives the committed figures.
+
+    Regenerate (after retraining or changing the cost model) with
+    ``python evaluate.py --suite small --quiet --no-plots --expected-out
+    tests/data/expected_small_suite.json``; the full suite's figures are checked by
+    ``python evaluate.py --suite default --check tests/data/expected_default_suite.json``.
+    """
+    want = json.loads(EXPECTED_SMALL.read_text())
+    summary = evaluate.evaluate(evaluate.load_suite("small"), progress=False, log=lambda s: None)
+    assert evaluate.compare_figures(evaluate.expected_figures(summary), want) == []
+    assert summary["deciders"]["optimal"]["regret_max"] == 0.0
+    assert all(s["violations"] == 0 for s in summary["deciders"].values())
+
+
+@pytest.mark.slow
+def test_default_suite_reproduces_the_readme_figures() -> None:
+    want = json.loads((ROOT / "tests" / "data" / "expected_default_suite.json").read_text())
+    summary = evaluate.evaluate(evaluate.load_suite("default"), progress=False, log=lambda s: None)
+    assert evaluate.compare_figures(evaluate.expected_figures(summary), want) == []

@@ -199,6 +199,36 @@ def test_export_command_on_a_run_folder(tmp_path: Path, prof: ModelProfile,
     assert out.returncode == 2 and "model.zip" in out.stderr
 
 
+def test_export_of_a_train_py_run_folder(tmp_path: Path, prof: ModelProfile,
+                                         env: QuantSplitEnv) -> None:
+    """train.py's layout: config.yml (env_kwargs) and qsplit.json (model, hash, encoder...)."""
+    from agents.export import export_run, read_env_kwargs
+    prof_file = tmp_path / "rand12.json"
+    prof.save(prof_file)
+    run = tmp_path / "ppo_mask" / "QuantSplit-v0_1"
+    run.mkdir(parents=True)
+    model = make_model(env, "maskable", seed=13)
+    model.save(run / "model.zip")
+    (run / "config.yml").write_text(
+        f"algo: ppo_mask\nenv_id: QuantSplit-v0\nenv_kwargs:\n  model: {prof_file}\n"
+        "  scenario: default\n")
+    info = {"model": prof.name, "profile_sha256": prof.sha256(),
+            "scenario": load_scenario("default").to_dict(), "encoder": env.encoder.to_json(),
+            "codec": env.codec.to_json(), "mode": "repair", "algo": "ppo_mask"}
+    (run / "qsplit.json").write_text(json.dumps(info))
+    kw = read_env_kwargs(run)
+    assert kw["model"] == str(prof_file) and kw["bits"] == list(env.codec.bits)
+    b = export_run(run, tmp_path / "bundle")
+    d = Dispatcher.load(b)
+    assert d.bundle.masking == "feasible_options"
+    assert d.bundle.contract["source"]["algo_name"] == "ppo_mask"
+    reqs = requests(200, seed=14)
+    assert [d.decide(r) for r in reqs] == sb3_plans(model, env, reqs)
+    (run / "qsplit.json").write_text(json.dumps({**info, "profile_sha256": "f" * 64}))
+    with pytest.raises(QsplitInputError, match="profile changed since training"):
+        export_run(run, tmp_path / "bundle2")
+
+
 def test_onnx_export_matches_the_dispatcher(tmp_path: Path, prof: ModelProfile,
                                             env: QuantSplitEnv) -> None:
     ort = pytest.importorskip("onnxruntime")

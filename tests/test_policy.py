@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,21 +88,28 @@ def test_missing_bundle_is_named(tmp_path: Path, profile_path: Path) -> None:
 # ------------------------------------------------------------------ a PPO run
 
 def _make_run(folder: Path, profile_path: Path, maskable: bool) -> Path:
-    """A tiny run folder in the layout train.py writes: model.zip and the env's arguments."""
+    """A tiny run folder holding model.zip and the env's arguments as the trainers record them.
+
+    PPO: rl-zoo's ``env_kwargs.yml``; MaskablePPO: the ``qsplit.json`` train.py writes.
+    """
     from envs.quantsplit import QuantSplitEnv
 
     folder.mkdir(parents=True)
     kwargs = {"model": str(profile_path), "scenario": "default"}
-    (folder / "env_kwargs.yml").write_text(yaml.safe_dump(kwargs))
     env = QuantSplitEnv(**kwargs)
     if maskable:
         from sb3_contrib import MaskablePPO
         model = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0,
                             policy_kwargs={"net_arch": [16]}, device="cpu")
+        meta = {"model": env.profile.name, "profile_sha256": env.profile.sha256(),
+                "encoder": env.encoder.to_json(), "codec": env.codec.to_json(),
+                "mode": env.mode, "algo": "ppo_mask"}
+        (folder / "qsplit.json").write_text(json.dumps(meta))
     else:
         from stable_baselines3 import PPO
         model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0,
                     policy_kwargs={"net_arch": [16]}, device="cpu")
+        (folder / "env_kwargs.yml").write_text(yaml.safe_dump(kwargs))
     model.learn(64)
     model.save(folder / "model.zip")
     return folder

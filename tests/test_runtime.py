@@ -35,7 +35,7 @@ from runtime.bundle import (
 from runtime.dispatcher import PATHS, bundles_root
 from runtime.refine import local_search
 from system.accuracy import FEAS_TOL_PP, plan_drop_pp
-from system.bits import KERNEL_WIDTHS
+from system.bits import DEFAULT_BITS, KERNEL_WIDTHS
 from system.codec import ActionCodec, ObservationEncoder
 from system.cost import evaluate_plans, unit_tables
 from system.errors import QsplitInputError
@@ -53,10 +53,10 @@ BIG = 100.0
 
 def build_bundle(path: Path, profile: ModelProfile, *, seed: int = 0, masking: str = "none",
                  hidden: tuple[int, ...] = (64, 64), activation: str = "tanh",
-                 scale: float = 0.5) -> Path:
+                 scale: float = 0.5, bits: tuple[int, ...] = DEFAULT_BITS) -> Path:
     """A bundle with random actor weights (numpy only)."""
     rng = np.random.default_rng(seed)
-    enc, codec = ObservationEncoder(), ActionCodec(profile.n_units)
+    enc, codec = ObservationEncoder(), ActionCodec(profile.n_units, bits)
     arrays, layers, n_in = {}, [], enc.n_features
     for i, n in enumerate(hidden):
         arrays[f"w{i}"] = (rng.standard_normal((n, n_in)) * scale).astype(np.float32)
@@ -100,9 +100,19 @@ def _as_dict(r: Request) -> dict:
 
 
 def reference_plan(d: Dispatcher, req: Request) -> Plan:
-    """The env's decision, spelled out with system's numpy code: encoder, float32 MLP (here
-    float64 on the float32 observation), argmax among the env's mask, decode, the env's repair
-    test and system.repair."""
+    """The env's decision spelled out with system's numpy code (encoder, MLP in float64 on
+    the float32 observation, argmax among the env's mask, decode, the env's repair test and
+    system.repair); the dispatcher's float32 logits may differ from these by ~1e-7, which
+    matters only at a near tie, where :func:`reference_tie` says so."""
+    return _reference(d, req)[0]
+
+
+def reference_tie(d: Dispatcher, req: Request) -> bool:
+    """Whether a head the reference plan uses has its two best logits within 1e-5."""
+    return _reference(d, req)[1]
+
+
+def _reference(d: Dispatcher, req: Request) -> tuple[Plan, bool]:
     b = d.bundle
     x = b.encoder.encode(req).astype(np.float64)
     for h in b.hidden:
@@ -117,12 +127,21 @@ def reference_plan(d: Dispatcher, req: Request) -> Plan:
     action = np.array([int(np.argmax(h)) for h in heads])
     assert len(heads) == L + 2 and all(len(h) == K for h in heads[1:])
     cut = int(action[0])
+    used = [heads[0]] + ([heads[1]] if 0 < cut < L else []) + heads[2:2 + cut]
+    tie = any(len(h) > 1 and np.diff(np.sort(h)[-2:])[0] <= 1e-5 * (1 + abs(h.max()))
+              for h in used)
     k32 = b.codec.bits.index(32)
     w, a = action[2:2 + cut], int(action[1]) if 0 < cut < L else k32
     if plan_cost_drop(T, cut, w, a)[1] > req.eps_pp + FEAS_TOL_PP:
-        r = repair_indices(T, req.eps_pp, cut, w, a)
-        return r.plan
-    return b.codec.decode(action)
+        return repair_indices(T, req.eps_pp, cut, w, a).plan, tie
+    return b.codec.decode(action), tie
+
+
+def assert_same_as_reference(d: Dispatcher, reqs: list[Request], plans: list[Plan]) -> None:
+    """Equal to the reference, except (rarely, none seen) at a near tie of the logits."""
+    diff = [i for i, (r, p) in enumerate(zip(reqs, plans, strict=True)) if p != reference_plan(d, r)]
+    assert all(reference_tie(d, reqs[i]) for i in diff), diff
+    assert len(diff) <= len(reqs) // 1000
 
 
 # ------------------------------------------------------------------ observation and paths
@@ -150,13 +169,31 @@ def test_single_batch_arrays_and_reference_agree(which: str, bundle_dir: Path, m
     assert single == [d.decide(_as_dict(r)) for r in reqs]
     assert single == d.decide_batch(reqs)
     assert single == [d.decide_detailed(r).plan for r in reqs]
-    assert single == [reference_plan(d, r) for r in reqs]
+    assert_same_as_reference(d, reqs, single)
     from system.codec import request_arrays
     cuts, wb, ab, paths = d.decide_arrays(request_arrays(reqs))
     assert [Plan.canonical(c, w, a, d.L) for c, w, a in zip(cuts, wb, ab, strict=True)] == single
     assert set(np.unique(paths).tolist()) <= {0, 1}
     seen = {d.decide_detailed(r).path for r in reqs}
     assert seen == {"policy", "repaired"}       # both branches exercised
+
+
+@pytest.mark.parametrize(("n_units", "bits", "hidden", "activation", "masking"), [
+    (1, (4, 8, 16, 32), (16,), "relu", "feasible_options"),
+    (2, (2, 32), (), "tanh", "none"),
+    (5, (3, 6, 32), (8, 8, 8), "identity", "feasible_options"),
+])
+def test_other_shapes_bits_and_activations(tmp_path: Path, reqs: list[Request], n_units: int,
+                                           bits: tuple[int, ...], hidden: tuple[int, ...],
+                                           activation: str, masking: str) -> None:
+    prof = random_profile(n_units, np.random.default_rng(n_units), name=f"r{n_units}")
+    d = Dispatcher.load(build_bundle(tmp_path / "b", prof, hidden=hidden, bits=bits,
+                                     activation=activation, masking=masking, scale=1.0))
+    assert d.bits == bits
+    single = [d.decide(r) for r in reqs[:300]]
+    assert single == d.decide_batch(reqs[:300])
+    assert_same_as_reference(d, reqs[:300], single)
+    assert len({p.cut for p in single}) > 1
 
 
 def test_every_plan_within_budget(masked_dir: Path, reqs: list[Request]) -> None:
@@ -246,6 +283,9 @@ def test_refine_never_worse_and_helps(bundle_dir: Path, reqs: list[Request]) -> 
         assert (ref.decide_detailed(r).path == "refined") == (p1 != p0)
     assert sum(after) < sum(before)
     assert ref.decide_batch(reqs[:50]) == [ref.decide(r) for r in reqs[:50]]
+    # even from a random policy's plans the refined ones are within 0.5% of the optimum
+    regret = [c / solve(plain.profile, r).cost - 1 for c, r in zip(after, reqs, strict=False)]
+    assert np.mean(regret) < 0.005
 
 
 def test_local_search_keeps_infeasible_start_and_reaches_optimum_sometimes(prof: ModelProfile) -> None:
@@ -470,13 +510,38 @@ def test_fuzz_only_input_errors_and_never_over_budget(bundle_dir: Path, req: dic
     assert d.decide_batch([req]) == [plan]
 
 
+_pos = st.floats(5e-324, 1e308)
+_nonneg = st.one_of(st.just(0.0), _pos)
+_valid_extreme = st.fixed_dictionaries({
+    "dev_flops_per_s": _pos, "p_comp_w": _nonneg, "p_tx_w": _nonneg, "p_rx_w": _nonneg,
+    "p_idle_w": _nonneg, "srv_flops_per_s": _pos, "srv_load": st.floats(5e-324, 1.0),
+    "up_bps": _pos, "down_bps": _pos, "rtt_s": _nonneg, "eps_pp": st.floats(0.0, 100.0),
+    "beta_s_per_j": _nonneg, "reuse": st.floats(1.0, 1e308),
+    "dev_kappa": st.tuples(_nonneg, _nonneg, _nonneg, st.just(1.0))})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_valid_extreme)
+def test_fuzz_valid_extremes_decide_within_budget(masked_dir: Path, req: dict) -> None:
+    """Valid but extreme requests (overflowing prices, underflowing server share): a plan
+    within budget from every path, the same from the single and the batch forms."""
+    r = rf.to_request(rf.from_mapping(req))
+    for opts in ({}, {"refine": True, "fallback": "out_of_range"}):
+        d = _fuzz_dispatcher(masked_dir, **opts)
+        with np.errstate(all="ignore"):
+            plan = d.decide(req)
+            assert d.decide_batch([req]) == [plan]
+        assert plan_drop_pp(d.profile, plan) <= r.eps_pp + FEAS_TOL_PP
+
+
 _FUZZ: dict[str, Dispatcher] = {}
 
 
-def _fuzz_dispatcher(path: Path) -> Dispatcher:
-    if str(path) not in _FUZZ:
-        _FUZZ[str(path)] = Dispatcher.load(path)
-    return _FUZZ[str(path)]
+def _fuzz_dispatcher(path: Path, **opts: object) -> Dispatcher:
+    key = f"{path}{sorted(opts.items())}"
+    if key not in _FUZZ:
+        _FUZZ[key] = Dispatcher.load(path, **opts)
+    return _FUZZ[key]
 
 
 # ------------------------------------------------------------------ imports and command line

@@ -135,8 +135,10 @@ def test_config_expressions_are_evaluated_safely() -> None:
     v = safe_eval("dict(net_arch=dict(pi=[64, 64]), activation_fn=nn.ReLU, ortho_init=False)",
                   "policy_kwargs")
     assert v == {"net_arch": {"pi": [64, 64]}, "activation_fn": nn.ReLU, "ortho_init": False}
-    with pytest.raises(QsplitInputError, match="not allowed"):
+    with pytest.raises(QsplitInputError, match="unsupported expression"):
         safe_eval("__import__('os').system('true')", "policy_kwargs")
+    with pytest.raises(QsplitInputError, match="not allowed"):
+        safe_eval("dict(activation_fn=os.system)", "policy_kwargs")
     assert parse_kv(["model:'toy3'", "mode:penalty", "penalty:2.0"], "x") == {
         "model": "toy3", "mode": "penalty", "penalty": 2.0}
     with pytest.raises(QsplitInputError, match="key:value"):

@@ -1,0 +1,136 @@
+"""Train with the default config and measure the policy on 10,000 held-out requests.
+
+    PYTHONPATH=. python benchmarks/bench_training.py --model resnet18 --seed 0
+
+Trains exactly as ``train.py --algo ppo -conf configs/ppo.yml`` does (request pools solved
+exactly, imitation warm start, PPO fine-tuning), then draws a fresh held-out set from the
+same scenario with a seed used nowhere in training or model selection, runs the policy
+deterministically (repair mode, as the env and the runtime execute it) and prints, as its
+last line, one JSON object:
+
+    model, steps (PPO env steps), wall_s (training: pools + imitation + PPO), mean_regret,
+    p95_regret, violations, repair_rate (regret of a request = its cost / optimal cost - 1),
+    and context: checkpoint, train_pool, bc_epochs, held_out, eval_s, mean latency, energy
+    and payload reduction.
+
+The learning curve (held-out validation regret against imitation epochs, then against PPO
+steps) goes to docs/img/learning_curve.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from agents.evaluation import evaluate_actions, predict_actions  # noqa: E402
+from agents.train_lib import TrainArgs, train  # noqa: E402
+from envs.pool import build_pool  # noqa: E402
+from system.atomic import atomic_write_bytes  # noqa: E402
+from system.profiles import load_profile  # noqa: E402
+from system.scenario import load_scenario  # noqa: E402
+
+#: Seed of the 10,000 test requests: not a training seed (those are small integers) and not
+#: the validation pool's (configs/ppo.yml qsplit.eval_seed), which picks best_model.zip.
+TEST_SEED = 987_654_321
+
+
+def plot_curve(run: Path, out: Path, test: dict, title: str) -> None:
+    """Validation regret vs imitation epochs (left) and vs PPO steps (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = json.loads((run / "evaluations.json").read_text())
+    bc_path = run / "bc.json"
+    bc = json.loads(bc_path.read_text()).get("curve", []) if bc_path.is_file() else []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True,
+                             gridspec_kw={"width_ratios": [1, 2]})
+    for ax, xs, rows, xlabel in (
+            (axes[0], [r["epoch"] for r in bc], bc, "imitation epoch (optimizer as teacher)"),
+            (axes[1], [r["steps"] for r in evals], evals, "PPO env steps (after imitation)")):
+        if rows:
+            ax.plot(xs, [100 * r["mean_regret"] for r in rows], "o-", label="mean regret")
+            ax.plot(xs, [100 * r["p95_regret"] for r in rows], "s--", label="p95 regret")
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="target: mean 1%")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("regret vs exact optimum (%)")
+    axes[0].set_yscale("log")
+    axes[1].legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"{title}: test on {test['held_out']} held-out requests: mean "
+                 f"{100 * test['mean_regret']:.2f}%, p95 {100 * test['p95_regret']:.2f}%, "
+                 f"{test['violations']} violations", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--scenario", default="default")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", "--steps", type=int, default=-1,
+                   help="PPO env steps (default: the config's n_timesteps)")
+    p.add_argument("-conf", "--conf-file", default=str(ROOT / "configs" / "ppo.yml"))
+    p.add_argument("--held-out", type=int, default=10_000)
+    p.add_argument("-f", "--log-folder", default=str(ROOT / "runs" / "bench"))
+    p.add_argument("--checkpoint", choices=("best", "final"), default="best",
+                   help="best: lowest validation regret (best_model.zip); final: model.zip")
+    p.add_argument("--curve", default=str(ROOT / "docs" / "img" / "learning_curve.png"),
+                   help="learning-curve PNG ('' to skip)")
+    a = p.parse_args(argv)
+
+    from stable_baselines3 import PPO
+
+    t0 = time.perf_counter()
+    run = train(TrainArgs(algo="ppo", n_timesteps=a.steps, seed=a.seed, conf_file=a.conf_file,
+                          env_kwargs={"model": a.model, "scenario": a.scenario},
+                          log_folder=a.log_folder, verbose=1,
+                          argv=("benchmarks/bench_training.py", *(argv or sys.argv[1:]))))
+    wall_s = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    profile = load_profile(a.model)
+    test_pool = build_pool(profile, load_scenario(a.scenario), a.held_out, TEST_SEED,
+                           cache_dir=Path(a.log_folder) / "pools", workers=2)
+    name = "best_model.zip" if a.checkpoint == "best" else "model.zip"
+    model = PPO.load(run / name, device="cpu")
+    m = evaluate_actions(profile, test_pool, predict_actions(model, test_pool.obs))
+    eval_s = time.perf_counter() - t1
+    cfg_steps = json.loads((run / "evaluations.json").read_text())[-1]["steps"]
+    bc = json.loads((run / "bc.json").read_text()) if (run / "bc.json").is_file() else {}
+    out = {
+        "model": a.model, "steps": int(cfg_steps), "wall_s": round(wall_s, 1),
+        "mean_regret": round(m["mean_regret"], 6), "p95_regret": round(m["p95_regret"], 6),
+        "violations": m["violations"], "repair_rate": round(m["repair_rate"], 4),
+        "max_regret": round(m["max_regret"], 6), "cut_accuracy": round(m["cut_accuracy"], 4),
+        "mean_latency_s": round(m["mean_latency_s"], 6),
+        "mean_energy_j": round(m["mean_energy_j"], 6),
+        "mean_payload_reduction": round(m["mean_payload_reduction"], 4),
+        "checkpoint": name, "bc_epochs": bc.get("epochs", 0),
+        "train_pool": bc.get("samples", None), "held_out": a.held_out,
+        "eval_s": round(eval_s, 1), "seed": a.seed, "run": str(run),
+    }
+    np.save(run / "test_regrets.npy", m["regrets"])
+    if a.curve:
+        plot_curve(run, Path(a.curve), out, f"{a.model}, {a.scenario} scenario")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

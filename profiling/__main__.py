@@ -1,0 +1,181 @@
+"""Command line of the profiling extra: ``python -m profiling {profile,train-digits,...}``.
+
+See the package docstring (``python -m profiling --help``) for what each command does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import profiling
+from profiling.profiler import validate_profile
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = REPO_ROOT / "system" / "data" / "profiles"
+
+
+def write_profile(profile: dict[str, Any], path: Path) -> Path:
+    """Validate, then write a profile as indented JSON (file name ``<name>.json`` in a dir)."""
+    validate_profile(profile)
+    if path.suffix != ".json":
+        path = path / f"{profile['name']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(profile, indent=2) + "\n")
+    return path
+
+
+def load_factory(spec: str) -> Any:
+    """``package.module:attr`` or ``path/to/file.py:attr`` -> the attribute (a callable)."""
+    if ":" not in spec:
+        raise ValueError(f"model spec must be MODULE:FACTORY or FILE.py:FACTORY, got {spec!r}")
+    mod_name, attr = spec.rsplit(":", 1)
+    if mod_name.endswith(".py"):
+        path = Path(mod_name)
+        if not path.exists():
+            raise ValueError(f"no such file: {path}")
+        mspec = importlib.util.spec_from_file_location(path.stem, path)
+        if mspec is None or mspec.loader is None:
+            raise ValueError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(mspec)
+        sys.modules[path.stem] = module
+        mspec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(mod_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise ValueError(f"{mod_name} has no attribute {attr!r}") from exc
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import torch
+
+    from profiling import sensitivity_sources as ss
+    from profiling.architectures import digits_activation_ratio
+    from profiling.profiler import profile_dict, profile_module
+
+    factory = load_factory(args.model)
+    kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    model = factory(**kwargs)
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{args.model} returned {type(model).__name__}, not a torch.nn.Module")
+    if args.weights:
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    leaf_types = [load_factory(s) for s in args.leaf]
+    prof = profile_module(model, args.input_shape, leaf_types=leaf_types)
+    sens_w, prov_w = ss.weight_sensitivities(prof, hawq=False)
+    sens_a, prov_a = ss.activation_sensitivities(sens_w, digits_activation_ratio(PROFILES_DIR))
+    provenance = {
+        "script": "python -m profiling profile " + " ".join(sys.argv[2:]),
+        "torch": torch.__version__,
+        "profiled": {"gmacs": round(prof.macs / 1e9, 6), "params": prof.params},
+        "sensitivity": {**prov_w, **prov_a},
+        "note": "proxy sensitivities: measure them with profiling.calibrate (Chain, calibrate) "
+        "on your own held-out data for a measured profile",
+    }
+    profile = profile_dict(
+        prof, args.name, sens_w, sens_a, "proxy", args.base_accuracy, provenance, args.input_bits
+    )
+    path = write_profile(profile, Path(args.out) if args.out else Path(f"{args.name}.json"))
+    print(f"{path}: {len(prof.units)} units, {prof.macs / 1e9:.4f} GMACs, {prof.params} params")
+    for u in profile["units"]:
+        print(f"  {u['name']:<28} macs {u['macs']:>12} params {u['params']:>10} "
+              f"out_elems {u['out_elems']:>9}")
+    return 0
+
+
+def _cmd_train_digits(args: argparse.Namespace) -> int:
+    from profiling import digits
+
+    record = digits.train_and_save(seed=args.seed)
+    print(json.dumps(record, indent=2))
+    print(f"weights: {digits.WEIGHTS_PATH}")
+    return 0
+
+
+def _cmd_calibrate_digits(args: argparse.Namespace) -> int:
+    import torch
+
+    from profiling.calibrate import calibrate_digits
+
+    torch.set_num_threads(1)
+    profile = calibrate_digits(
+        n_seeds=args.seeds, n_cal_plans=args.plans, plan_seeds=args.plan_seeds, seed=args.seed,
+        log=lambda m: print(m, flush=True),
+    )
+    path = write_profile(profile, PROFILES_DIR)
+    print(f"{path}: k = {profile['provenance']['safety_factor']['k']}")
+    for u in profile["units"]:
+        print(f"  {u['name']:<8} sens_w {u['sens_w']:8.3f}  sens_a {u['sens_a']:8.3f}")
+    return 0
+
+
+def _cmd_arch_profiles(args: argparse.Namespace) -> int:
+    from profiling.architectures import ARCHS, arch_profile
+
+    for name in args.names or list(ARCHS):
+        profile = arch_profile(name, PROFILES_DIR)
+        path = write_profile(profile, PROFILES_DIR)
+        prov = profile["provenance"]
+        print(f"{path}: {len(profile['units'])} units, {prov['profiled']['gmacs']:.3f} GMACs "
+              f"(published {prov['published']['gmacs']}), {prov['profiled']['params']} params "
+              f"(published {prov['published']['params']})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m profiling",
+        description=profiling.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("profile", help="profile your own torch model into a qsplit profile JSON")
+    p.add_argument("model", help="MODULE:FACTORY or FILE.py:FACTORY returning an nn.Module")
+    p.add_argument("--input-shape", type=int, nargs="+", required=True, metavar="D",
+                   help="input shape without the batch dimension, e.g. 3 224 224")
+    p.add_argument("--name", required=True, help="profile name (the file is <name>.json)")
+    p.add_argument("--base-accuracy", type=float, required=True,
+                   help="top-1 accuracy of the trained model, percent")
+    p.add_argument("--kwargs", default="", help="JSON object of keyword arguments for FACTORY")
+    p.add_argument("--weights", default="", help="state_dict .pt (loaded with weights_only)")
+    p.add_argument("--leaf", nargs="*", default=[], metavar="MODULE:CLASS",
+                   help="module classes fx must not trace into (untraceable blocks)")
+    p.add_argument("--input-bits", type=int, default=8)
+    p.add_argument("--out", default="", help="output file or directory (default ./<name>.json)")
+    p.set_defaults(func=_cmd_profile)
+
+    p = sub.add_parser("train-digits", help="train the digits CNN, save weights and accuracy")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_train_digits)
+
+    p = sub.add_parser("calibrate-digits", help="measure the digits CNN's sensitivities")
+    p.add_argument("--seeds", type=int, default=64, help="rounding seeds per calibration point")
+    p.add_argument("--plans", type=int, default=300, help="plans for the safety factor")
+    p.add_argument("--plan-seeds", type=int, default=16, help="rounding seeds per plan")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_calibrate_digits)
+
+    p = sub.add_parser("arch-profiles", help="regenerate the ImageNet profiles (torchvision)")
+    p.add_argument("names", nargs="*", help="subset of alexnet vgg16 resnet18 resnet50 "
+                   "mobilenet_v2 (default: all)")
+    p.set_defaults(func=_cmd_arch_profiles)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Profiles of the shipped ImageNet architectures (AlexNet, VGG-16, ResNet-18, ResNet-50,
+MobileNetV2 at 3x224x224), generated from torchvision's model definitions.
+
+Why: the planner's cost figures must come from the real networks. torchvision is needed only
+to regenerate these files (``python -m profiling arch-profiles``); the committed JSON is what
+the project reads. The published figures next to which they are checked are torchvision's
+own documented ones (``Weights.meta``: ``_ops`` in GMACs, ``num_params``, ``acc@1``),
+recorded in each profile's provenance; ``base_accuracy_pct`` is torchvision's documented
+ImageNet top-1 of the IMAGENET1K_V1 weights (no weights are downloaded: the figures are
+metadata).
+
+Sensitivities: see ``profiling.sensitivity_sources`` (HAWQ-V3 for ResNet-18, a proxy law for
+the others; activations by proxy everywhere).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from profiling import sensitivity_sources as ss
+from profiling.profiler import profile_dict, profile_module
+
+ARCHS: dict[str, tuple[str, str]] = {
+    # profile name: (torchvision.models builder, weights enum)
+    "alexnet": ("alexnet", "AlexNet_Weights"),
+    "vgg16": ("vgg16", "VGG16_Weights"),
+    "resnet18": ("resnet18", "ResNet18_Weights"),
+    "resnet50": ("resnet50", "ResNet50_Weights"),
+    "mobilenet_v2": ("mobilenet_v2", "MobileNet_V2_Weights"),
+}
+INPUT_SHAPE = (3, 224, 224)
+
+
+def _torchvision() -> Any:
+    try:
+        import torchvision
+    except Exception as exc:  # ImportError, or an ABI mismatch with the installed torch
+        raise ValueError(
+            "regenerating the architecture profiles needs torchvision matching torch "
+            f"({type(exc).__name__}: {exc}); see `python -m profiling --help` for a separate venv"
+        ) from exc
+    return torchvision
+
+
+def digits_activation_ratio(profiles_dir: Path) -> float:
+    """rho = median measured sens_a / median measured sens_w (> 0) of the digits CNN."""
+    import numpy as np
+
+    path = profiles_dir / "digits_cnn.json"
+    if not path.exists():
+        raise ValueError(f"{path} is missing: run `python -m profiling calibrate-digits` first")
+    units = json.loads(path.read_text())["units"]
+    sa = [u["sens_a"] for u in units[:-1]]
+    sw = [u["sens_w"] for u in units if u["sens_w"] > 0]
+    return float(np.median(sa) / np.median(sw))
+
+
+def arch_profile(name: str, profiles_dir: Path) -> dict[str, Any]:
+    """Build the profile dict of one architecture (needs torchvision)."""
+    if name not in ARCHS:
+        raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHS)}")
+    tv = _torchvision()
+    builder, weights_enum = ARCHS[name]
+    model = getattr(tv.models, builder)(weights=None)
+    meta = getattr(tv.models, weights_enum).IMAGENET1K_V1.meta
+    prof = profile_module(model, INPUT_SHAPE)
+    hawq = name == "resnet18"
+    sens_w, prov_w = ss.weight_sensitivities(prof, hawq=hawq)
+    rho = digits_activation_ratio(profiles_dir)
+    sens_a, prov_a = ss.activation_sensitivities(sens_w, rho)
+    import torch
+
+    provenance = {
+        "script": "python -m profiling arch-profiles (profiling/architectures.py)",
+        "definition": f"torchvision {tv.__version__} models.{builder}(weights=None), "
+        f"torch {torch.__version__}",
+        "input": "1x3x224x224, MACs by torch.utils.flop_counter.FlopCounterMode / 2 (conv, "
+        "linear); params: nn.Parameters, counted once",
+        "published": {
+            "source": f"torchvision {weights_enum}.IMAGENET1K_V1.meta",
+            "gmacs": meta["_ops"],
+            "params": meta["num_params"],
+            "acc1_pct": meta["_metrics"]["ImageNet-1K"]["acc@1"],
+        },
+        "profiled": {"gmacs": round(prof.macs / 1e9, 6), "params": prof.params},
+        "base_accuracy": "torchvision documented ImageNet-1K acc@1 of IMAGENET1K_V1 weights",
+        "sensitivity": {**prov_w, **prov_a},
+        "note": "sensitivities are not measured here (no ImageNet): "
+        + ("HAWQ-V3 published figures, scaled" if hawq else "a proxy law, scaled"),
+    }
+    return profile_dict(
+        prof,
+        name,
+        sens_w,
+        sens_a,
+        "hawq_v3" if hawq else "proxy",
+        float(meta["_metrics"]["ImageNet-1K"]["acc@1"]),
+        provenance,
+    )
