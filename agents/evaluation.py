@@ -16,8 +16,9 @@ from system.accuracy import FEAS_TOL_PP
 from system.bits import DEFAULT_BITS
 from system.codec import ActionCodec
 from system.cost import evaluate_arrays, unit_tables
+from system.plan import plans_to_arrays
 from system.profiles import ModelProfile
-from system.repair import plan_cost_drop, repair_indices
+from system.repair import execute_action
 
 
 def predict_actions(model: Any, obs: np.ndarray, masks: np.ndarray | None = None,
@@ -48,9 +49,6 @@ def evaluate_actions(profile: ModelProfile, pool: RequestPool, actions: np.ndarr
     mode by construction, counted anyway), repair rate, and with ``figures`` the mean
     latency, energy and payload reduction. ``regrets`` holds the per-request values.
     """
-    L = profile.n_units
-    bits_arr = np.asarray(bits)
-    k32 = bits.index(32)
     n = len(pool)
     regrets = np.empty(n)
     repaired = np.zeros(n, dtype=bool)
@@ -59,23 +57,13 @@ def evaluate_actions(profile: ModelProfile, pool: RequestPool, actions: np.ndarr
     en = np.zeros(n)
     pay = np.zeros(n)
     for i, req in enumerate(pool.requests):
-        a = actions[i]
         T = unit_tables(profile, req, bits)
-        cut = int(a[0])
-        w, ai = a[2:2 + cut], int(a[1]) if 0 < cut < L else k32
-        cost, drop = plan_cost_drop(T, cut, w, ai)
-        if drop > req.eps_pp + FEAS_TOL_PP:
-            if mode == "repair":
-                res = repair_indices(T, req.eps_pp, cut, w, ai)
-                repaired[i] = res.repaired
-                cut, w, ai, cost, drop = (res.cut, np.asarray(res.w_idx, dtype=np.int64),
-                                          res.a_idx, res.cost, res.drop_pp)
-            violation[i] = drop > req.eps_pp + FEAS_TOL_PP
-        regrets[i] = cost / pool.opt_cost[i] - 1.0
+        res = execute_action(T, req.eps_pp, actions[i], repair=mode == "repair")
+        repaired[i] = res.repaired
+        violation[i] = res.drop_pp > req.eps_pp + FEAS_TOL_PP
+        regrets[i] = res.cost / pool.opt_cost[i] - 1.0
         if figures:
-            wb = np.full((1, L), 32, dtype=np.int64)
-            wb[0, :cut] = bits_arr[w]
-            f = evaluate_arrays(profile, req, np.array([cut]), wb, np.array([bits_arr[ai]]))
+            f = evaluate_arrays(profile, req, *plans_to_arrays([res.plan], profile.n_units))
             lat[i], en[i], pay[i] = f.latency_s[0], f.energy_j[0], f.payload_reduction[0]
     out: dict[str, Any] = {
         "n": n, "mean_regret": float(regrets.mean()),

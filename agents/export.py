@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -183,7 +184,8 @@ def onnx_bytes(policy: Any, n_features: int, arrays: dict[str, np.ndarray],
 
     buf = io.BytesIO()
     actor = Actor().eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)     # the TorchScript exporter
         torch.onnx.export(actor, torch.zeros(1, n_features), buf, input_names=["obs"],
                           output_names=["logits"], dynamic_axes={"obs": {0: "n"},
                                                                  "logits": {0: "n"}},

@@ -9,8 +9,9 @@ Decider specs, as the command line takes them (:func:`make_policy`):
 
 * ``optimal``, ``server_only``, ``device_only``, ``device_only_int8``, ``partition_only``,
   ``uniform``: the deciders of :data:`system.baselines.DECIDERS`;
-* ``ppo``: the committed default policy for the profile (see :func:`default_run_folder`);
+* ``ppo``: the shipped default policy for the profile (``agents/data/policies/<model>/``);
 * ``ppo:<run folder>``: a training run (rl-zoo layout, the folder holding ``model.zip``);
+  ``ppo:<run folder>/best_model.zip`` (any ``.zip`` in it) for another checkpoint;
 * ``bundle:<path>``: an exported policy bundle, decided by :class:`runtime.Dispatcher`;
 * ``bundle``: the committed default bundle for the profile (``runtime/bundles/<model>``);
 * ``<label>=<spec>``: any of the above reported under ``label`` (two PPO runs side by side).
@@ -138,45 +139,44 @@ def make_policy(spec: str, profile: ModelProfile, bits: tuple[int, ...] = DEFAUL
     """The policy a decider spec names (see the module docstring)."""
     label, body = split_label(str(spec).strip())
     kind, sep, arg = body.partition(":")
+    if sep and not arg:
+        raise QsplitInputError(f"decider: {spec!r} names no path after {kind}:; known: {known_specs()}")
     if not sep and kind in DECIDERS:
         return DeciderPolicy(label, profile, DECIDERS[kind], tuple(bits))
     if kind == "ppo":
-        folder = Path(arg) if sep else default_run_folder(profile)
-        return load_ppo_run(folder, profile, bits, name=label)
+        folder, checkpoint = (_run_and_checkpoint(Path(arg)) if sep
+                              else default_run_folder(profile))
+        return load_ppo_run(folder, profile, bits, name=label, checkpoint=checkpoint)
     if kind == "bundle":
         return load_bundle(Path(arg) if sep else None, profile, bits, name=label)
     raise QsplitInputError(f"decider: unknown {spec!r}; known: {known_specs()}")
 
 
-def default_run_folder(profile: ModelProfile) -> Path:
-    """The committed default PPO run for ``profile``: the run its committed bundle came from.
+def _run_and_checkpoint(path: Path) -> tuple[Path, str]:
+    """``run/`` -> (run, model.zip); ``run/best_model.zip`` -> (run, best_model.zip)."""
+    return (path.parent, path.name) if path.suffix == ".zip" else (path, "model.zip")
 
-    ``runtime/bundles/<model>/contract.json`` records ``source.run_path`` (relative to the
-    repository) when it was exported from a committed run (agents/export.py).
-    """
-    import json
 
-    from runtime.dispatcher import bundles_root
+def default_run_folder(profile: ModelProfile) -> tuple[Path, str]:
+    """The shipped default policy of ``profile`` (``agents/data/policies/<model>/``, written
+    by agents/publish.py in the run-folder form) and its checkpoint."""
+    from agents.publish import default_policy_dir
 
-    contract = bundles_root() / profile.name / "contract.json"
-    run_path = ""
-    if contract.is_file():
-        run_path = str(json.loads(contract.read_text(encoding="utf-8"))
-                       .get("source", {}).get("run_path", ""))
-    folder = Path(__file__).resolve().parents[1] / run_path
-    if not run_path or not (folder / "model.zip").is_file():
+    folder = default_policy_dir(profile.name)
+    if not (folder / "model.zip").is_file():
         raise QsplitInputError(
-            f"decider ppo: no committed default policy for model {profile.name!r} "
-            f"({contract} names no committed run); give a run folder as ppo:<run folder>")
-    return folder
+            f"decider ppo: no shipped default policy for model {profile.name!r} "
+            f"({folder / 'model.zip'} not found); give a run folder as ppo:<run folder>")
+    return folder, "model.zip"
 
 
 def _same_profile(name: str, what: str, theirs_sha: str, theirs_name: str,
                   ours: ModelProfile) -> None:
     if theirs_sha != ours.sha256():
         raise QsplitInputError(
-            f"decider {name}: {what} was trained for model {theirs_name!r}, but the suite "
-            f"evaluates {ours.name!r} (profile hashes differ)")
+            f"decider {name}: {what} was trained for model {theirs_name!r} (profile sha256 "
+            f"{theirs_sha[:12]}), but the suite evaluates {ours.name!r} (sha256 "
+            f"{ours.sha256()[:12]}): another model, or the profile changed since training")
 
 
 def run_env_args(folder: Path, name: str, profile: ModelProfile) -> dict:
@@ -207,8 +207,8 @@ def run_env_args(folder: Path, name: str, profile: ModelProfile) -> dict:
 
 
 def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DEFAULT_BITS,
-                 name: str = "ppo") -> PPOPolicy:
-    """A PPO (or MaskablePPO) run folder holding ``model.zip`` as a policy.
+                 name: str = "ppo", checkpoint: str = "model.zip") -> PPOPolicy:
+    """A PPO (or MaskablePPO) run folder holding ``model.zip`` (or ``checkpoint``) as a policy.
 
     The decision is the environment's own: an env built with the run's recorded arguments
     (:func:`run_env_args`) gives the observation (and MaskablePPO's action mask), the model
@@ -217,9 +217,9 @@ def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DE
     the run used it); ``info["plan"]`` is the plan.
     """
     folder = Path(folder)
-    if not (folder / "model.zip").is_file():
+    if not (folder / checkpoint).is_file():
         raise QsplitInputError(
-            f"decider {name}: run folder {folder} has no model.zip "
+            f"decider {name}: run folder {folder} has no {checkpoint} "
             "(expected <log folder>/<algo>/<env>_<n>/model.zip as train.py writes)")
     import numpy as np
     import torch
@@ -233,7 +233,7 @@ def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DE
     if tuple(env.codec.bits) != tuple(bits):
         raise QsplitInputError(f"decider {name}: run {folder} uses bits {list(env.codec.bits)}, "
                                f"the suite {list(bits)}")
-    model = load_run_model(folder)
+    model = load_run_model(folder, checkpoint)
     maskable = is_maskable(model)
     # one torch thread, as train.py: the nets are small and two threads on a busy 2-core
     # machine spin against each other (a process-wide setting, fine for a leaderboard run)

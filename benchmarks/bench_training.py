@@ -14,7 +14,9 @@ last line, one JSON object:
     and payload reduction.
 
 The learning curve (held-out validation regret against imitation epochs, then against PPO
-steps) goes to docs/img/learning_curve.png.
+steps) goes to docs/img/learning_curve.png; the JSON also to ``<run>/bench.json``, which
+``python -m agents.publish <run> --model <m> --metrics <run>/bench.json`` ships with the
+policy.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ from system.scenario import load_scenario  # noqa: E402
 TEST_SEED = 987_654_321
 
 
-def plot_curve(run: Path, out: Path, test: dict, title: str) -> None:
-    """Validation regret vs imitation epochs (left) and vs PPO steps (right)."""
+def plot_curve(run: Path, out: Path, test: dict, title: str, plain: Path | None = None) -> None:
+    """Validation regret vs imitation epochs (left) and vs PPO steps (right).
+
+    ``plain``: a run folder of PPO without the warm start, overlaid on the right.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,6 +67,10 @@ def plot_curve(run: Path, out: Path, test: dict, title: str) -> None:
         if rows:
             ax.plot(xs, [100 * r["mean_regret"] for r in rows], "o-", label="mean regret")
             ax.plot(xs, [100 * r["p95_regret"] for r in rows], "s--", label="p95 regret")
+        if plain is not None and ax is axes[1]:
+            pe = json.loads((plain / "evaluations.json").read_text())
+            ax.plot([r["steps"] for r in pe], [100 * r["mean_regret"] for r in pe], "^-",
+                    color="tab:red", label="mean regret, PPO without imitation")
         ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="target: mean 1%")
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
@@ -92,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="best: lowest validation regret (best_model.zip); final: model.zip")
     p.add_argument("--curve", default=str(ROOT / "docs" / "img" / "learning_curve.png"),
                    help="learning-curve PNG ('' to skip)")
+    p.add_argument("--plain-run", default="",
+                   help="run folder of a PPO run without imitation, overlaid on the curve")
     a = p.parse_args(argv)
 
     from stable_baselines3 import PPO
@@ -126,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         "eval_s": round(eval_s, 1), "seed": a.seed, "run": str(run),
     }
     np.save(run / "test_regrets.npy", m["regrets"])
+    atomic_write_bytes(run / "bench.json", (json.dumps(out, indent=1) + "\n").encode())
     if a.curve:
-        plot_curve(run, Path(a.curve), out, f"{a.model}, {a.scenario} scenario")
+        plot_curve(run, Path(a.curve), out, f"{a.model}, {a.scenario} scenario",
+                   Path(a.plain_run) if a.plain_run else None)
     print(json.dumps(out))
     return 0
 

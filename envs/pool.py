@@ -88,7 +88,8 @@ class RequestPool:
     def load(cls, path: str | Path, key: str = "") -> RequestPool:
         """Read a pool written by :meth:`save` (no pickles are loaded)."""
         try:
-            z = np.load(Path(path), allow_pickle=False)
+            with np.load(Path(path), allow_pickle=False) as f:
+                z = {k: f[k] for k in f.files}     # NpzFile re-reads a member per access
         except (OSError, ValueError) as exc:
             raise QsplitInputError(f"pool: cannot read {path}: {exc}") from None
         n = len(z["opt_cost"])

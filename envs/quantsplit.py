@@ -14,14 +14,15 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.pool import RequestPool
+from system.accuracy import FEAS_TOL_PP
 from system.bits import DEFAULT_BITS, check_bit_set
 from system.codec import ActionCodec, ObservationEncoder
 from system.cost import UnitTables, evaluate_arrays, unit_tables
 from system.errors import QsplitInputError, check_finite
 from system.optimal import solve
-from system.plan import Plan
+from system.plan import plans_to_arrays
 from system.profiles import ModelProfile, load_profile
-from system.repair import plan_cost_drop, repair_indices
+from system.repair import execute_action
 from system.request import Request
 from system.scenario import Scenario, load_scenario, sample_requests
 
@@ -188,24 +189,11 @@ class QuantSplitEnv(gym.Env):
         if self._req is None or self._obs is None:
             raise RuntimeError("QuantSplitEnv: call reset() before step() (one step per episode)")
         req, T = self._req, self.tables()
-        cuts, _, _ = self.codec.decode_arrays(action)       # validates the ranges
-        a = np.asarray(action, dtype=np.int64).reshape(-1)
-        cut = int(cuts[0])
-        w_idx, a_idx = a[2:2 + cut], int(a[1]) if 0 < cut < self.profile.n_units else self._k32
-        cost, drop = plan_cost_drop(T, cut, w_idx, a_idx)
-        repaired = violation = False
-        if drop > req.eps_pp + 1e-9:
-            if self.mode == "repair":
-                res = repair_indices(T, req.eps_pp, cut, w_idx, a_idx)
-                repaired = res.repaired
-                cut, w_idx, a_idx = res.cut, np.asarray(res.w_idx, dtype=np.int64), res.a_idx
-            else:
-                violation = True
-        bits = np.asarray(self.codec.bits)
-        wb = np.full((1, self.profile.n_units), 32, dtype=np.int64)
-        wb[0, :cut] = bits[w_idx]
-        ab = np.array([bits[a_idx]])
-        fig = evaluate_arrays(self.profile, req, np.array([cut]), wb, ab)
+        self.codec.decode_arrays(action)                    # validates the ranges
+        res = execute_action(T, req.eps_pp, action, repair=self.mode == "repair")
+        violation = res.drop_pp > req.eps_pp + FEAS_TOL_PP
+        cuts, wb, ab = plans_to_arrays([res.plan], self.profile.n_units)
+        fig = evaluate_arrays(self.profile, req, cuts, wb, ab)
         cost = float(fig.cost[0])
         need_opt = self.reward_reference == "optimal" or self.compute_regret
         opt = self.optimal_cost() if need_opt else None
@@ -219,8 +207,7 @@ class QuantSplitEnv(gym.Env):
             "latency_s": float(fig.latency_s[0]), "energy_j": float(fig.energy_j[0]),
             "cost": cost, "drop_pp": float(fig.drop_pp[0]), "eps_pp": req.eps_pp,
             "payload_reduction": float(fig.payload_reduction[0]),
-            "plan": Plan.canonical(cut, wb[0], int(ab[0]), self.profile.n_units),
-            "repaired": repaired, "violation": violation,
+            "plan": res.plan, "repaired": res.repaired, "violation": bool(violation),
         }
         if opt is not None:
             info["opt_cost"] = opt

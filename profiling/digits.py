@@ -34,7 +34,7 @@ WEIGHTS_PATH = DATA_DIR / "digits_cnn.npz"
 TRAIN_RECORD_PATH = DATA_DIR / "digits_cnn.json"
 INPUT_SHAPE = (1, 8, 8)
 SPLIT_SEED = 0
-HELD_OUT_FRAC = 0.6  # 40% train, 30% calibration, 30% validation
+HELD_OUT_FRAC = 0.5  # 50% train, 25% calibration, 25% validation
 TRAIN_SEED = 0
 
 

@@ -108,6 +108,7 @@ class Dispatcher:
         self.L, self.K = L, K
         self._k32 = self.bits.index(32)
         self._feat = rf.feature_function(self.encoder)
+        self._feat_req = rf.feature_function(self.encoder, source="request")
         self._f32 = struct.Struct(f"<{self.encoder.n_features + 1}f")
         self._clip = float(self.encoder.clip)
         # Biases folded in: x gets a trailing 1.0 and each hidden layer an extra output row
@@ -160,6 +161,9 @@ class Dispatcher:
         if (len(u) + 1) * len(thr) > _MASK_TABLE_MAX:
             raise BundleError(f"bundle {self.bundle.path}: action mask table too large "
                               f"({len(u) + 1} x {len(thr)})")
+        self._TC = t_cut.tolist()                 # thresholds by option, for the fast path
+        self._TA = t_act.tolist()
+        self._TW = t_w.tolist()
         allowed = thr[None, :] <= np.concatenate([[-np.inf], u])[:, None]
         allowed[:, ~np.isfinite(thr)] = True
         self._bm = np.where(allowed, np.float32(0.0), np.float32(-np.inf)).astype(np.float32)
@@ -269,22 +273,38 @@ class Dispatcher:
 
     def decide(self, request: Request | Mapping[str, object]) -> Plan:
         """The plan for one request (a Request, or a mapping of its SI fields, validated)."""
-        t = rf.from_request(request) if type(request) is Request else self._flat(request)
-        feats = self._feat(t)
+        if type(request) is Request:
+            feats = self._feat_req(request)
+            eps = request.eps_pp
+        else:
+            t = self._flat(request)
+            feats = self._feat(t)
+            eps = t[rf.I_EPS]
         lg = self._forward(feats)
-        L = self.L
-        eps = t[rf.I_EPS]
-        if self._thr:
-            lg += self._bm[bisect.bisect_right(self._thr, eps + FEAS_TOL_PP)]
+        L, K = self.L, self.K
+        E = eps + FEAS_TOL_PP
         p = int(lg[:L + 1].argmax())
         if p == 0:
             w, a = [], self._k32
         else:
-            heads = lg[L + 1:].reshape(L + 1, self.K).argmax(1).tolist()
-            w, a = heads[1:p + 1], (heads[0] if p < L else self._k32)
-        if self._plain and sum([*map(_row_get, self._DW, w), self._DA[p][a]]) <= eps + FEAS_TOL_PP:
+            heads = lg[L + 1:L + 1 + (p + 1) * K].reshape(p + 1, K).argmax(1).tolist()
+            w, a = heads[1:], (heads[0] if p < L else self._k32)
+        # MaskablePPO: the argmax among the allowed options. If every option picked above is
+        # allowed it is that argmax already (first index on ties too); else mask and redo.
+        if self._thr and not (self._TC[p] <= E and self._TA[a] <= E
+                              and (p == 0 or max(map(_row_get, self._TW, w)) <= E)):
+            lg += self._bm[bisect.bisect_right(self._thr, E)]
+            p = int(lg[:L + 1].argmax())
+            if p == 0:
+                w, a = [], self._k32
+            else:
+                heads = lg[L + 1:L + 1 + (p + 1) * K].reshape(p + 1, K).argmax(1).tolist()
+                w, a = heads[1:], (heads[0] if p < L else self._k32)
+        if self._plain and sum([*map(_row_get, self._DW, w), self._DA[p][a]]) <= E:
             bits = self.bits
             return Plan(p, tuple([bits[k] for k in w]), bits[a] if 0 < p < L else NO_ACT_BITS)
+        if type(request) is Request:
+            t = rf.from_request(request)
         p, w, a, _, _ = self._guard(t, p, w, a, self._out_of_range(feats))
         return self._plan(p, w, a)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -154,30 +155,44 @@ def _log10(x: float) -> float:
     return -_INF if x == 0.0 else math.nan
 
 
-def feature_function(encoder: ObservationEncoder) -> Callable[[tuple[float, ...]], list[float]]:
-    """f(t) -> the encoder's features as float64 values, before the float32 rounding.
+def feature_function(encoder: ObservationEncoder, source: str = "tuple"
+                     ) -> Callable[[object], list[float]]:
+    """f(x) -> the encoder's features as float64 values, before the float32 rounding.
 
-    The function is straight-line Python generated from the encoder's features (a loop of
-    closures costs twice as much): each feature is its quantity's expression from
-    :data:`PY_QUANTITIES` (fixed text, chosen by a name the encoder has validated) with the
-    feature's numbers written as exact float literals. Clipping follows ``np.clip`` (NaN
-    stays NaN). If a quantity has no twin here, the encoder's numpy code is used instead.
+    ``x`` is the flat tuple (``source="tuple"``) or a :class:`Request` (``"request"``, read
+    by attribute: no tuple to build on the fast path). The function is straight-line
+    Python generated from the encoder's features (a loop of closures costs twice as much):
+    each feature is its quantity's expression from :data:`PY_QUANTITIES` (fixed text,
+    chosen by a name the encoder has validated) with the feature's numbers written as exact
+    float literals. Clipping follows ``np.clip`` (NaN stays NaN). If a quantity has no twin
+    here, the encoder's numpy code is used instead.
     """
     clip = float(encoder.clip)
     if not all(f.quantity in PY_QUANTITIES for f in encoder.features):
-        def via_numpy(t: tuple[float, ...]) -> list[float]:
+        def via_numpy(x: object) -> list[float]:
+            t = from_request(x) if isinstance(x, Request) else x      # type: ignore[arg-type]
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 return encoder.encode_arrays(to_arrays([t]))[0].astype(np.float64).tolist()
         return via_numpy
-    lines = ["def features(t, log10=log10, _log10=_log10, _div=_div):", f"    {_UNPACK} = t"]
+    body = []
     for i, f in enumerate(encoder.features):
         expr = PY_QUANTITIES[f.quantity].format(**_WEIGHT)
-        lines.append(f"    x = {expr} + {float(f.shift)!r}")
+        body.append(f"    x = {expr} + {float(f.shift)!r}")
         if f.transform == "log10":
-            lines.append("    x = log10(x) if x > 0.0 else _log10(x)")
-        lines.append(f"    v = (x - {float(f.center)!r}) / {float(f.scale)!r}")
-        lines.append(f"    v{i} = {-clip!r} if v < {-clip!r} else ({clip!r} if v > {clip!r} else v)")
-    lines.append(f"    return [{', '.join(f'v{i}' for i in range(len(encoder.features)))}]")
+            body.append("    x = log10(x) if x > 0.0 else _log10(x)")
+        body.append(f"    v = (x - {float(f.center)!r}) / {float(f.scale)!r}")
+        body.append(f"    v{i} = {-clip!r} if v < {-clip!r} else ({clip!r} if v > {clip!r} else v)")
+    body.append(f"    return [{', '.join(f'v{i}' for i in range(len(encoder.features)))}]")
+    if source == "tuple":
+        head = [f"    {_UNPACK} = t"]
+    else:
+        text = "\n".join(body)
+        names = _UNPACK.split(", ")
+        used = [n for n in names if re.search(rf"\b{n}\b", text)]
+        attrs = dict(zip(names, [*SCALAR_FIELDS, "dev_kappa[0]", "dev_kappa[1]",
+                                 "dev_kappa[2]", "dev_kappa[3]"], strict=True))
+        head = [f"    {n} = t.{attrs[n]}" for n in used]
+    lines = ["def features(t, log10=log10, _log10=_log10, _div=_div):", *head, *body]
     scope: dict[str, object] = {"log10": math.log10, "_log10": _log10, "_div": _div}
     exec(compile("\n".join(lines), f"<qsplit features {len(encoder.features)}>", "exec"), scope)
     fn = scope["features"]

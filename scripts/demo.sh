@@ -30,7 +30,11 @@ RUN=$(tail -n 1 "$OUT/train.log")
 [ -f "$RUN/model.zip" ] || { echo "demo: training wrote no $RUN/model.zip" >&2; exit 1; }
 
 echo "== 2/2 evaluating $RUN against the optimizer and the baselines"
-"$PY" evaluate.py --suite default --ppo-run "$RUN" --out "$OUT/eval" \
+deciders=()
+for d in optimal "ppo:$RUN" server_only device_only device_only_int8 partition_only uniform; do
+  deciders+=(--decider "$d")
+done
+"$PY" evaluate.py --suite default "${deciders[@]}" --out "$OUT/eval" \
   ${DEMO_REQUESTS:+--requests "$DEMO_REQUESTS"}
 
 echo "== demo done in $(( $(date +%s) - start )) s: plots and records in $OUT/eval/"

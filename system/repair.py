@@ -74,13 +74,14 @@ def _row_best(drow: list[float], crow: list[float], kc: int) -> tuple[float, flo
 
 
 def repair_indices(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray,
-                   a_idx: int) -> RepairResult:
+                   a_idx: int, enabled: bool = True) -> RepairResult:
     """Repair a plan given as indices (``w_idx`` may be longer than ``cut``: the rest is ignored).
 
     Rows 0..p-1 of the move table are the units' weight options, row p the activation
     options; each row keeps its best move and only the row just moved is re-scored, which
     picks exactly the move of the module docstring's global rule. Plain Python floats (IEEE
     double, as numpy) because the rows are short and numpy's per-call overhead dominates.
+    ``enabled=False`` returns the plan as given, even if infeasible (the env's penalty mode).
     """
     L = T.c_w.shape[0]
     bits = T.bits
@@ -93,7 +94,7 @@ def repair_indices(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray,
     drop = sum(D[r][cur[r]] for r in range(p + 1))
     steps = 0
     fallback = False
-    if drop > eps:
+    if drop > eps and enabled:
         C = [*T.c_w[:p].tolist(), T.fixed[p].tolist()]
         n_rows = p + 1 if inner else p
         best = [_row_best(D[r], C[r], cur[r]) for r in range(n_rows)]
@@ -114,6 +115,19 @@ def repair_indices(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray,
     plan = Plan.canonical(p, [bits[i] for i in k], bits[a] if 0 < p < L else NO_ACT_BITS, L)
     return RepairResult(cut=p, w_idx=k, a_idx=a, plan=plan, cost=cost, drop_pp=drop,
                         repaired=steps > 0 or fallback, fallback=fallback, steps=steps)
+
+
+def execute_action(T: UnitTables, eps_pp: float, action: np.ndarray,
+                   repair: bool = True) -> RepairResult:
+    """The plan QuantSplit-v0 executes for a MultiDiscrete action (see system.codec).
+
+    The action's cut, activation index and the weight indices of units 1..cut, repaired if
+    infeasible (``repair=False``: as proposed). The env, the evaluation and the runtime all
+    execute actions through this one function.
+    """
+    a = np.asarray(action, dtype=np.int64).reshape(-1)
+    cut = int(a[0])
+    return repair_indices(T, eps_pp, cut, a[2:2 + cut], int(a[1]), enabled=repair)
 
 
 def repair(profile: ModelProfile, req: Request, plan: Plan, bits: tuple[int, ...] = DEFAULT_BITS,

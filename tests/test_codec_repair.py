@@ -213,3 +213,18 @@ def test_repair_on_53_units_is_fast_and_near_optimal() -> None:
     assert min(regrets) >= -1e-9
     assert np.mean(regrets) < 0.02
     assert t / len(reqs) < 0.005
+
+
+def test_execute_action_repairs_or_passes_through() -> None:
+    from system.repair import execute_action
+
+    profile = random_profile(6, np.random.default_rng(0))
+    req = sample_requests(load_scenario(), np.random.default_rng(1), 1)[0].with_budget(0.01)
+    T = unit_tables(profile, req)
+    codec = ActionCodec(6)
+    action = codec.encode(Plan(6, (2,) * 6, 32))
+    raw = execute_action(T, req.eps_pp, action, repair=False)
+    assert raw.plan == Plan(6, (2,) * 6, 32) and not raw.repaired
+    assert raw.drop_pp > req.eps_pp
+    fixed = execute_action(T, req.eps_pp, action)
+    assert fixed.repaired and fixed.drop_pp <= req.eps_pp + FEAS_TOL_PP

@@ -38,7 +38,7 @@ def _rollout(env: gym.Env, seed: int, n: int) -> list:
     obs, _ = env.reset(seed=seed)
     for _ in range(n):
         a = env.action_space.sample()
-        obs2, r, term, trunc, info = env.step(a)
+        _obs2, r, term, trunc, info = env.step(a)
         out.append((obs.tobytes(), a.tobytes(), r, term, trunc, info["cost"], info["plan"]))
         obs, _ = env.reset()
     return out
@@ -76,7 +76,7 @@ def test_spaces_and_info(rand12: str) -> None:
     assert env.observation_space.shape == (21,) and env.observation_space.dtype == np.float32
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs) and "eps_pp" in info
-    _, r, term, trunc, info = env.step(env.action_space.sample())
+    _, _r, term, trunc, info = env.step(env.action_space.sample())
     assert term and not trunc
     for k in ("latency_s", "energy_j", "cost", "drop_pp", "payload_reduction", "plan",
               "repaired", "violation", "regret", "opt_cost"):
@@ -111,7 +111,7 @@ def test_make_vec(mode: str) -> None:
         obs, _ = vec.reset(seed=0)
         assert obs.shape == (2, 21)
         acts = np.stack([vec.single_action_space.sample() for _ in range(2)])
-        obs2, rew, term, trunc, _ = vec.step(acts)
+        _obs2, rew, term, trunc, _ = vec.step(acts)
         assert rew.shape == (2,) and term.all() and not trunc.any()
         single = gym.make(ENV_ID, model="toy3")
         o, _ = single.reset(seed=0)
@@ -202,7 +202,7 @@ def test_pool_env_and_npz_round_trip(tmp_path: Path) -> None:
     env.reset(seed=0)
     for _ in range(10):
         i = pool.requests.index(u.request)
-        _, r, _, _, info = env.step(pool.opt_action[i])
+        _, _r, _, _, info = env.step(pool.opt_action[i])
         assert info["regret"] == pytest.approx(0.0, abs=1e-12)
         assert info["opt_cost"] == pool.opt_cost[i]
         env.reset()
@@ -246,3 +246,32 @@ def test_step_without_reset_is_refused() -> None:
     env.step(np.zeros(5, dtype=np.int64))
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(5, dtype=np.int64))
+
+
+def test_evaluation_executes_actions_as_the_env_does(rand12: str) -> None:
+    from agents.evaluation import evaluate_actions
+
+    profile = load_profile(rand12)
+    pool = RequestPool.build(profile, load_scenario(), 40, seed=2)
+    rng = np.random.default_rng(0)
+    acts = np.stack([np.array([rng.integers(0, n) for n in [13, 7] + [7] * 12])
+                     for _ in range(40)])
+    m = evaluate_actions(profile, pool, acts)
+    env = gym.make(ENV_ID, model=rand12, compute_regret=True)
+    for i, req in enumerate(pool.requests):
+        env.reset(options={"request": req})
+        _, _, _, _, info = env.step(acts[i])
+        assert info["regret"] == pytest.approx(m["regrets"][i], rel=1e-9, abs=1e-12)
+    assert m["violations"] == 0
+
+
+def test_pool_does_not_depend_on_the_number_of_workers() -> None:
+    from envs.pool import build_pool
+
+    profile = load_profile("toy3")
+    one = build_pool(profile, load_scenario(), 25, seed=4, workers=1, chunk=10)
+    two = build_pool(profile, load_scenario(), 25, seed=4, workers=2, chunk=10)
+    assert one.requests == two.requests and len(one) == 25
+    np.testing.assert_array_equal(one.opt_cost, two.opt_cost)
+    with pytest.raises(QsplitInputError, match="pool size"):
+        build_pool(profile, load_scenario(), 0, seed=4)

@@ -64,7 +64,7 @@ def test_labelled_decider_keeps_its_label(profile_path: Path) -> None:
     assert pol.name == "best"
 
 
-@pytest.mark.parametrize("spec", ["oracle", "optimal:x", "ppox", "bundlex:1", ""])
+@pytest.mark.parametrize("spec", ["oracle", "optimal:x", "ppox", "bundlex:1", "", "ppo:"])
 def test_unknown_decider_is_named(spec: str, profile_path: Path) -> None:
     with pytest.raises(QsplitInputError) as exc:
         make_policy(spec, load_profile(profile_path))
@@ -179,3 +179,11 @@ def test_bundle_adapter_matches_the_dispatcher(ppo_run: Path, profile_path: Path
     ppo_plans = make_policy(f"ppo:{ppo_run}", prof).decide_batch(requests)
     same = np.mean([a == b for a, b in zip(pol.decide_batch(requests), ppo_plans, strict=True)])
     assert same >= 0.95            # float32 torch vs float64 numpy may flip a near-tie
+
+
+def test_ppo_checkpoint_in_the_spec(ppo_run: Path, profile_path: Path, requests: list) -> None:
+    prof = load_profile(profile_path)
+    a = make_policy(f"ppo:{ppo_run / 'model.zip'}", prof).decide_batch(requests[:10])
+    assert a == make_policy(f"ppo:{ppo_run}", prof).decide_batch(requests[:10])
+    with pytest.raises(QsplitInputError, match=r"no best_model\.zip"):
+        make_policy(f"ppo:{ppo_run / 'best_model.zip'}", prof)

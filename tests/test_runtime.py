@@ -159,6 +159,8 @@ def test_features_bit_identical_to_encoder(bundle_dir: Path, reqs: list[Request]
         want = d.encoder.encode_batch(every)
     got = np.array([d._feat(rf.from_request(r)) for r in every], dtype=np.float32)
     np.testing.assert_array_equal(got, want)
+    got = np.array([d._feat_req(r) for r in every], dtype=np.float32)
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("which", ["plain", "masked"])
@@ -618,6 +620,17 @@ def test_committed_bundle_loads_and_matches_its_shipped_profile(model: str) -> N
     r = random_request(np.random.default_rng(0))
     p = d.decide(r)
     assert plan_drop_pp(d.profile, p) <= r.eps_pp + FEAS_TOL_PP
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed bundles yet")
+@pytest.mark.parametrize("model", COMMITTED)
+def test_cli_committed_bundle_by_model_name(model: str) -> None:
+    out = _cli("decide", "--model", model, "--request",
+               str(ROOT / "examples" / "request_lte_nano.json"))
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["model"] == model and res["feasible"] is True and res["path"] in PATHS
+    assert _cli("verify", "--model", model).returncode == 0
 
 
 @pytest.mark.skipif("resnet18" not in COMMITTED, reason="no committed resnet18 bundle yet")

@@ -69,6 +69,20 @@ def test_train_py_smoke_run_and_resume(tmp_path: Path, tiny_conf: Path) -> None:
                 "qsplit/mean_energy_j", "qsplit/mean_payload_reduction"):
         assert key in tb
 
+    # publishing keeps the policy, drops the optimizer state, and loads back
+    from stable_baselines3 import PPO
+
+    from agents.publish import publish
+
+    dest = publish(run, "toy3", dest=tmp_path / "policy", metrics={"mean_regret": 0.0})
+    for name in ("model.zip", "qsplit.json", "config.yml", "command.txt", "metrics.json"):
+        assert (dest / name).is_file(), name
+    assert (dest / "model.zip").stat().st_size < (run / "best_model.zip").stat().st_size
+    obs = np.random.default_rng(0).uniform(-1, 1, (32, 21)).astype(np.float32)
+    a1, _ = PPO.load(run / "best_model.zip", device="cpu").predict(obs, deterministic=True)
+    a2, _ = PPO.load(dest / "model.zip", device="cpu").predict(obs, deterministic=True)
+    np.testing.assert_array_equal(a1, a2)
+
     resume = [*cmd[:cmd.index("-n")], "-n", "128", "-conf", str(tiny_conf), "-f",
               str(tmp_path / "logs"), "-i", str(run / "checkpoints" / "model_128_steps.zip")]
     out = subprocess.run(resume, capture_output=True, text=True, env=_env(), timeout=300,
@@ -79,6 +93,18 @@ def test_train_py_smoke_run_and_resume(tmp_path: Path, tiny_conf: Path) -> None:
     assert curve2[0]["steps"] == 128 and curve2[-1]["steps"] >= 256
     assert yaml.safe_load((run2 / "config.yml").read_text())["trained_agent"].endswith(
         "model_128_steps.zip")
+
+
+def test_shipped_policies_load_and_match_their_profiles() -> None:
+    from agents.publish import POLICY_ROOT, load_default_model
+
+    shipped = sorted(p.name for p in POLICY_ROOT.iterdir()) if POLICY_ROOT.is_dir() else []
+    for name in shipped:
+        if name not in builtin_profile_names():
+            continue
+        model = load_default_model(name)
+        assert (POLICY_ROOT / name / "model.zip").stat().st_size < 600_000
+        assert model.action_space.nvec[0] >= 2
 
 
 def test_rl_zoo3_trains_the_env(tmp_path: Path) -> None:
