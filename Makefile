@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	PY=$(PY) bash scripts/demo.sh
+	PYTHON=$(PY) bash scripts/demo.sh
 
 test: setup
 	$(PY) -m pytest -q

@@ -314,9 +314,13 @@ def test_committed_policies_reproduce_the_expected_figures() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / 'tests/data/expected_default_suite.json').exists()
-                    or not (Path(__file__).resolve().parents[1] / 'agents/data/policies/resnet18/model.zip').exists(),
-                    reason='needs the committed resnet18 policy and tests/data/expected_default_suite.json')
+_REPO = Path(__file__).resolve().parents[1]
+_DEFAULT_READY = ((_REPO / "tests/data/expected_default_suite.json").exists()
+                  and (_REPO / "agents/data/policies/resnet18/model.zip").exists())
+
+
+@pytest.mark.skipif(not _DEFAULT_READY,
+                    reason="needs the committed resnet18 policy and expected_default_suite.json")
 def test_default_suite_reproduces_the_readme_figures() -> None:
     want = json.loads((ROOT / "tests" / "data" / "expected_default_suite.json").read_text())
     summary = evaluate.evaluate(evaluate.load_suite("default"), progress=False, log=lambda s: None)
