@@ -313,7 +313,6 @@ def test_committed_policies_reproduce_the_expected_figures() -> None:
     assert all(s["violations"] == 0 for s in summary["deciders"].values())
 
 
-@pytest.mark.slow
 _REPO = Path(__file__).resolve().parents[1]
 _DEFAULT_READY = ((_REPO / "tests/data/expected_default_suite.json").exists()
                   and (_REPO / "agents/data/policies/resnet18/model.zip").exists())
@@ -321,6 +320,7 @@ _DEFAULT_READY = ((_REPO / "tests/data/expected_default_suite.json").exists()
 
 @pytest.mark.skipif(not _DEFAULT_READY,
                     reason="needs the committed resnet18 policy and expected_default_suite.json")
+@pytest.mark.slow
 def test_default_suite_reproduces_the_readme_figures() -> None:
     want = json.loads((ROOT / "tests" / "data" / "expected_default_suite.json").read_text())
     summary = evaluate.evaluate(evaluate.load_suite("default"), progress=False, log=lambda s: None)
