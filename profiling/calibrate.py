@@ -369,48 +369,36 @@ def fit_safety_factor(
     return 5.0
 
 
-def fit_safety_factor_bootstrap(
+def safety_factor_spread(
     pred_raw: np.ndarray,
     loss: np.ndarray,
     groups: int,
     target: float,
     n_boot: int = 200,
-    quantile: float = 0.9,
     seed: int = 0,
     budgets: Sequence[float] = SAFE_BUDGETS_PP,
-) -> tuple[float, dict[str, float]]:
-    """Safety factor that also covers the sampling error of a finite calibration set.
+) -> dict[str, float]:
+    """How much the safety factor depends on which images the calibration set holds.
 
     ``loss`` is plans x evaluations (``Chain.loss_per_image``); evaluation j belongs to
-    image j % groups (the views of one image are resampled together). Images are resampled
-    with replacement ``n_boot`` times; each resample gives its own smallest k (as
-    ``fit_safety_factor``); the factor is the ``quantile`` of those. Why: a 449-image set is
-    one draw of the images the model will meet; a k that is just enough on that draw is too
-    small for about half of the others.
+    image j % groups (the views of one image are resampled together). The images are
+    resampled with replacement ``n_boot`` times and ``fit_safety_factor`` is run on each.
+    A diagnostic recorded in the provenance: the spread is wide because a few images near
+    the decision boundary decide which plans are unsafe.
     """
     rng = np.random.default_rng(seed)
-    n_eval = loss.shape[1]
-    img = np.arange(n_eval) % groups
-    # per image: summed loss over its views, and its view count
+    img = np.arange(loss.shape[1]) % groups
     per_img = np.zeros((loss.shape[0], groups))
     np.add.at(per_img.T, img, loss.T)
     views = np.bincount(img, minlength=groups)
     ks = []
     for _ in range(n_boot):
-        pick = rng.integers(0, groups, groups)
-        counts = np.bincount(pick, minlength=groups)
+        counts = np.bincount(rng.integers(0, groups, groups), minlength=groups)
         meas = 100.0 * (per_img @ counts) / float(views @ counts)
         ks.append(fit_safety_factor(pred_raw, meas, target, budgets))
-    k_point = fit_safety_factor(pred_raw, 100.0 * loss.mean(axis=1), target, budgets)
-    k = float(np.quantile(ks, quantile))
-    stats = {
-        "k_point_estimate": k_point,
-        "k_bootstrap_median": float(np.median(ks)),
-        "k_bootstrap_quantile": k,
-        "quantile": quantile,
-        "n_boot": n_boot,
-    }
-    return float(round(max(k, k_point), 2)), stats
+    q10, q50, q90 = (float(v) for v in np.quantile(ks, [0.1, 0.5, 0.9]))
+    return {"bootstrap_k_q10": q10, "bootstrap_k_median": q50, "bootstrap_k_q90": q90,
+            "n_boot": n_boot}
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -452,9 +440,7 @@ def calibrate_digits(
     plan_seeds: int = 8,
     seed: int = 0,
     fit_cap_pp: float = 5.0,
-    safe_target: float = 0.98,
-    n_boot: int = 200,
-    boot_quantile: float = 0.9,
+    safe_target: float = 0.99,
     log: Any = None,
 ) -> dict[str, Any]:
     """Measure the digits CNN's sensitivities and safety factor; returns its profile dict.
@@ -477,9 +463,8 @@ def calibrate_digits(
         [chain.loss_per_image(p, plan_seeds, seed + 2 + 7 * j) for j, p in enumerate(plans)]
     )
     meas = 100.0 * loss.mean(axis=1)
-    k, k_stats = fit_safety_factor_bootstrap(
-        pred_raw, loss, sizes["calib"], safe_target, n_boot, boot_quantile, seed
-    )
+    k = fit_safety_factor(pred_raw, meas, safe_target)
+    k_stats = safety_factor_spread(pred_raw, loss, sizes["calib"], safe_target, seed=seed)
     if log:
         log(f"safety factor k = {k} from {len(plans)} calibration plans ({k_stats})")
     names = [u.name for u in prof.units]
@@ -523,10 +508,10 @@ def calibrate_digits(
             "k": k,
             "method": "smallest k >= 1 (step 0.01) such that, on calibration plans measured on "
             f"the calibration half, >= {safe_target} of (plan, budget) pairs predicted within "
-            f"budgets {list(SAFE_BUDGETS_PP)} pp are measured within; computed on {n_boot} "
-            "bootstrap resamples of the calibration images (views of an image kept together) "
-            f"and taken at the {boot_quantile} quantile, to cover the sampling error of a "
-            "finite calibration set; stored sens = k * raw",
+            f"budgets {list(SAFE_BUDGETS_PP)} pp are measured within; stored sens = k * raw. "
+            "The target is above the 0.97 wanted on unseen data because a k that is just enough "
+            "on one set of images is too small on another (bootstrap_k_* below: k refitted on "
+            "resampled calibration images)",
             **k_stats,
             "plans": len(plans),
             "plan_sampling": "cut uniform 1..L, bits uniform from "
