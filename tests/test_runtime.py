@@ -647,3 +647,17 @@ def test_cli_default_bundle_loads_without_arguments() -> None:
 
 def test_kernel_widths_layout_is_what_the_runtime_assumes() -> None:
     assert KERNEL_WIDTHS[-1] == 32 and len(rf.FIELDS) == len(rf.SCALAR_FIELDS) + len(KERNEL_WIDTHS)
+
+
+def test_atomic_write_gives_umask_mode(tmp_path: Path) -> None:
+    """Artifacts get the mode a plain open() would give, not mkstemp's 0600."""
+    import os
+
+    from system.atomic import atomic_write_text
+
+    umask = os.umask(0)
+    os.umask(umask)
+    out = tmp_path / "a.json"
+    atomic_write_text(out, "{}")
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert out.read_text() == "{}"
