@@ -15,6 +15,7 @@ from typing import Any
 
 import profiling
 from profiling.profiler import validate_profile
+from system.atomic import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = REPO_ROOT / "system" / "data" / "profiles"
@@ -25,8 +26,7 @@ def write_profile(profile: dict[str, Any], path: Path) -> Path:
     validate_profile(profile)
     if path.suffix != ".json":
         path = path / f"{profile['name']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(profile, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(profile, indent=2) + "\n")
     return path
 
 

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from system.atomic import atomic_write_bytes, atomic_write_text
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 WEIGHTS_PATH = DATA_DIR / "digits_cnn.npz"
 TRAIN_RECORD_PATH = DATA_DIR / "digits_cnn.json"
@@ -178,9 +180,12 @@ def train(
 
 def save_weights(model: nn.Module, path: Path = WEIGHTS_PATH) -> None:
     """Save the state dict as a plain ``.npz`` (loadable with ``allow_pickle=False``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    import io
+
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    np.savez(path, **arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_digits_cnn(path: Path = WEIGHTS_PATH) -> nn.Sequential:
@@ -204,5 +209,5 @@ def train_and_save(seed: int = TRAIN_SEED) -> dict[str, Any]:
     # the recorded figure is what the *saved* weights give, as a later load will see them
     split = load_split()
     record["test_accuracy_pct"] = accuracy_pct(load_digits_cnn(), split.x_test, split.y_test)
-    TRAIN_RECORD_PATH.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(TRAIN_RECORD_PATH, json.dumps(record, indent=2) + "\n")
     return record
