@@ -16,7 +16,8 @@ last line, one JSON object:
 The learning curve (held-out validation regret against imitation epochs, then against PPO
 steps) goes to docs/img/learning_curve.png; the JSON also to ``<run>/bench.json``, which
 ``python -m agents.publish <run> --model <m> --metrics <run>/bench.json`` ships with the
-policy.
+policy. ``--replot RUN [--plain-run RUN2]`` redraws the curve of a finished run without
+training (RUN2: a PPO run without imitation, overlaid).
 """
 
 from __future__ import annotations
@@ -103,7 +104,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="learning-curve PNG ('' to skip)")
     p.add_argument("--plain-run", default="",
                    help="run folder of a PPO run without imitation, overlaid on the curve")
+    p.add_argument("--replot", default="", metavar="RUN",
+                   help="only redraw the curve of a finished run folder (its bench.json)")
     a = p.parse_args(argv)
+
+    if a.replot:
+        run = Path(a.replot)
+        out = json.loads((run / "bench.json").read_text())
+        plot_curve(run, Path(a.curve), out, f"{out['model']}, {a.scenario} scenario",
+                   Path(a.plain_run) if a.plain_run else None)
+        print(f"wrote {a.curve}")
+        return 0
 
     from stable_baselines3 import PPO
 

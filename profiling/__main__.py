@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("calibrate-digits", help="measure the digits CNN's sensitivities")
     p.add_argument("--seeds", type=int, default=64, help="rounding seeds per calibration point")
-    p.add_argument("--plans", type=int, default=300, help="plans for the safety factor")
-    p.add_argument("--plan-seeds", type=int, default=16, help="rounding seeds per plan")
+    p.add_argument("--plans", type=int, default=600, help="plans for the safety factor")
+    p.add_argument("--plan-seeds", type=int, default=8, help="rounding seeds per plan")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_calibrate_digits)
 
