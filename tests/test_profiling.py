@@ -364,3 +364,22 @@ def test_validation_on_held_out_half_small() -> None:
     m = res["metrics"]
     assert m["plans"] == 30
     assert m["spearman"] > 0.7
+
+
+def test_activation_proxy_ratio_ignores_the_safety_factor(tmp_path: Path) -> None:
+    """Recalibrating the digits CNN (another k) must not change the ImageNet profiles."""
+    from profiling.architectures import digits_activation_ratio
+
+    shipped = json.loads((PROFILES / "digits_cnn.json").read_text())
+    rhos = []
+    for k in (1.0, 1.19, 1.91, 3.7):
+        prof = copy.deepcopy(shipped)
+        for u in prof["units"]:
+            u["sens_w"] *= k
+            u["sens_a"] *= k
+        (tmp_path / "digits_cnn.json").write_text(json.dumps(prof))
+        rhos.append(digits_activation_ratio(tmp_path))
+    assert len(set(rhos)) == 1
+    for name in PUBLISHED:        # the shipped profiles were made with this ratio
+        prov = json.loads((PROFILES / f"{name}.json").read_text())["provenance"]
+        assert prov["sensitivity"]["rho"] == rhos[0], name
