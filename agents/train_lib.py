@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -253,7 +254,7 @@ def train(args: TrainArgs) -> Path:
 
     run = new_run_dir(args.log_folder, args.algo, args.env)
     tb_dir = (Path(args.tensorboard_log) / run.name) if args.tensorboard_log else run / "tb"
-    atomic_write_text(run / "command.txt", " ".join(args.argv or sys.argv) + "\n")
+    atomic_write_text(run / "command.txt", shlex.join(args.argv or sys.argv) + "\n")
     config = {"algo": args.algo, "env_id": args.env, "seed": seed, "n_timesteps": n_timesteps,
               "conf_file": str(args.conf_file), "hyperparams": _yamlable(hyper_raw),
               "env_kwargs": _yamlable(env_kwargs), "qsplit": asdict(opts),

@@ -101,6 +101,18 @@ def main() -> int:
         ok = pred <= b
         print(f"  budget {b:>3} pp: {int(ok.sum()):>3} plans predicted within, "
               f"{int((meas[ok] > b).sum())} measured over")
+    # what-if (diagnostic only, not used anywhere): the same measurements against the
+    # predictions scaled by s, i.e. a different safety factor k * s
+    from profiling.calibrate import safe_rate
+
+    inside = (pred >= 0.1) & (pred <= 5.0)
+    whatif = []
+    for scale in (0.8, 0.9, 1.0, 1.1, 1.25):
+        ps = scale * pred
+        whatif.append(
+            f"x{scale}: safe {safe_rate(ps, meas):.3f} mae {np.abs(ps - meas)[inside].mean():.3f}"
+        )
+    print("  predictions scaled (diagnostic): " + "; ".join(whatif))
     for key, target in TARGETS.items():
         good = m[key] <= target if key == "mae_pp" else m[key] >= target
         print(f"  {key:<9} {m[key]:.3f}  target {'<=' if key == 'mae_pp' else '>='} {target}"
