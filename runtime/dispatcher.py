@@ -118,7 +118,6 @@ class Dispatcher:
                         for h in bundle.hidden]
         self._Wa = np.ascontiguousarray(np.hstack([bundle.action.weight,
                                                    bundle.action.bias[:, None]]), np.float32)
-        self._Wp, self._pw = _padded_heads(self._Wa, L, K)
         # drop tables: they depend on the profile and bits only (not on the request)
         T0 = unit_tables(self.profile, _dummy_request(), self.bits)
         self._DW = T0.d_w.tolist()
@@ -281,32 +280,9 @@ class Dispatcher:
             t = self._flat(request)
             feats = self._feat(t)
             eps = t[rf.I_EPS]
+        lg = self._forward(feats)
         L, K = self.L, self.K
         E = eps + FEAS_TOL_PP
-        if not self._thr:
-            # no action mask: every head's argmax in one product and one argmax (padded rows)
-            x = np.frombuffer(self._f32.pack(*feats, 1.0), np.float32)
-            for W, act in self._hidden:
-                x = W.dot(x)
-                if act == "tanh":
-                    np.tanh(x, out=x)
-                elif act == "relu":
-                    np.maximum(x, 0.0, out=x)
-            idx = self._Wp.dot(x).reshape(L + 2, self._pw).argmax(1).tolist()
-            p = idx[0]
-            if p == 0:
-                w, a = [], self._k32
-            else:
-                w, a = idx[2:p + 2], (idx[1] if p < L else self._k32)
-            if self._plain and sum([*map(_row_get, self._DW, w), self._DA[p][a]]) <= E:
-                bits = self.bits
-                return Plan(p, tuple([bits[k] for k in w]),
-                            bits[a] if 0 < p < L else NO_ACT_BITS)
-            if type(request) is Request:
-                t = rf.from_request(request)
-            p, w, a, _, _ = self._guard(t, p, w, a, self._out_of_range(feats))
-            return self._plan(p, w, a)
-        lg = self._forward(feats)
         p = int(lg[:L + 1].argmax())
         if p == 0:
             w, a = [], self._k32
@@ -451,25 +427,6 @@ def _near_tie(logits: np.ndarray, rel: float = 1e-4) -> np.ndarray:
     top = two[..., 1]
     with np.errstate(invalid="ignore"):
         return (top - two[..., 0]) <= rel * (1.0 + np.abs(top))
-
-
-def _padded_heads(Wa: np.ndarray, L: int, K: int) -> tuple[np.ndarray, int]:
-    """The action layer with every head on a row of its own, padded to one width.
-
-    Rows: the L+1 cut logits, then the K logits of the activation head and of each unit's
-    weight head, each row padded with logits of -1e30 (weights 0, bias -1e30: the trailing
-    1.0 of the input), so ``dot(x).reshape(L + 2, width).argmax(1)`` gives every head's
-    argmax (first index on ties, as before) in two numpy calls. Each real row is the same
-    row of ``Wa``, so its logit is computed by the same dot product.
-    """
-    width = max(L + 1, K)
-    n_in = Wa.shape[1]
-    out = np.zeros(((L + 2) * width, n_in), np.float32)
-    out[:, -1] = np.float32(-1e30)
-    out[:L + 1] = Wa[:L + 1]
-    for h in range(L + 1):
-        out[(1 + h) * width:(1 + h) * width + K] = Wa[L + 1 + h * K:L + 1 + (h + 1) * K]
-    return np.ascontiguousarray(out), width
 
 
 def _augment(weight: np.ndarray, bias: np.ndarray, activation: str) -> np.ndarray:
