@@ -190,19 +190,26 @@ class Dispatcher:
     def _policy(self, t: tuple[float, ...]) -> tuple[int, list[int], int, list[float]]:
         """The network's action for one request: (cut, weight-bit indices, act index, features).
 
-        Act index is the index of 32 bits where no activation crosses (cut 0 or L), as in
-        :func:`system.repair.repair_indices`; weight indices cover the device units only.
+        See :meth:`_decode`.
         """
         feats = self._feat(t)
         lg = self._forward(feats)
-        L = self.L
         if self._thr:
             lg += self._bm[bisect.bisect_right(self._thr, t[rf.I_EPS] + FEAS_TOL_PP)]
+        return (*self._decode(lg), feats)
+
+    def _decode(self, lg: np.ndarray) -> tuple[int, list[int], int]:
+        """Argmax of each head: the cut, the weight-bit indices of the device units, the act index.
+
+        Act index is the index of 32 bits where no activation crosses (cut 0 or L), as in
+        :func:`system.repair.repair_indices`. Only the heads the cut uses are looked at.
+        """
+        L, K = self.L, self.K
         p = int(lg[:L + 1].argmax())
         if p == 0:
-            return 0, [], self._k32, feats
-        heads = lg[L + 1:].reshape(L + 1, self.K).argmax(1).tolist()   # act, then each unit
-        return p, heads[1:p + 1], (heads[0] if p < L else self._k32), feats
+            return 0, [], self._k32
+        heads = lg[L + 1:L + 1 + (p + 1) * K].reshape(p + 1, K).argmax(1).tolist()  # act, units
+        return p, heads[1:], (heads[0] if p < L else self._k32)
 
     def _forward(self, feats: list[float]) -> np.ndarray:
         """Logits of every head for one observation (float32, gemv); the batch's tie-breaker."""
@@ -281,28 +288,16 @@ class Dispatcher:
             feats = self._feat(t)
             eps = t[rf.I_EPS]
         lg = self._forward(feats)
-        L, K = self.L, self.K
         E = eps + FEAS_TOL_PP
-        p = int(lg[:L + 1].argmax())
-        if p == 0:
-            w, a = [], self._k32
-        else:
-            heads = lg[L + 1:L + 1 + (p + 1) * K].reshape(p + 1, K).argmax(1).tolist()
-            w, a = heads[1:], (heads[0] if p < L else self._k32)
+        p, w, a = self._decode(lg)
         # MaskablePPO: the argmax among the allowed options. If every option picked above is
         # allowed it is that argmax already (first index on ties too); else mask and redo.
         if self._thr and not (self._TC[p] <= E and self._TA[a] <= E
                               and (p == 0 or max(map(_row_get, self._TW, w)) <= E)):
             lg += self._bm[bisect.bisect_right(self._thr, E)]
-            p = int(lg[:L + 1].argmax())
-            if p == 0:
-                w, a = [], self._k32
-            else:
-                heads = lg[L + 1:L + 1 + (p + 1) * K].reshape(p + 1, K).argmax(1).tolist()
-                w, a = heads[1:], (heads[0] if p < L else self._k32)
-        if self._plain and sum([*map(_row_get, self._DW, w), self._DA[p][a]]) <= E:
-            bits = self.bits
-            return Plan(p, tuple([bits[k] for k in w]), bits[a] if 0 < p < L else NO_ACT_BITS)
+            p, w, a = self._decode(lg)
+        if self._plain and self._drop(p, w, a) <= E:
+            return self._plan(p, w, a)
         if type(request) is Request:
             t = rf.from_request(request)
         p, w, a, _, _ = self._guard(t, p, w, a, self._out_of_range(feats))
