@@ -105,7 +105,8 @@ def main() -> int:
     # predictions scaled by s, i.e. a different safety factor k * s
     from profiling.calibrate import safe_rate
 
-    inside = (pred >= 0.1) & (pred <= 5.0)
+    lo, hi = m["in_range_pp"]                # the range mae_pp is taken over
+    inside = (pred >= lo) & (pred <= hi)
     whatif = []
     for scale in (0.8, 0.9, 1.0, 1.1, 1.25):
         ps = scale * pred
