@@ -72,17 +72,14 @@ class RequestPool:
 
     def save(self, path: str | Path) -> None:
         """Write the pool as .npz (atomically)."""
-        import io
-
-        from system.atomic import atomic_write_bytes
+        from system.atomic import atomic_write_bytes, npz_bytes
 
         arr = request_arrays(self.requests)
-        buf = io.BytesIO()
-        np.savez(buf, obs=self.obs, opt_cost=self.opt_cost, opt_action=self.opt_action,
-                 device=np.array([r.device for r in self.requests]),
-                 server=np.array([r.server for r in self.requests]),
-                 **{f: arr[f] for f in (*_ARRAY_FIELDS, "dev_kappa")})
-        atomic_write_bytes(Path(path), buf.getvalue())
+        atomic_write_bytes(Path(path), npz_bytes({
+            "obs": self.obs, "opt_cost": self.opt_cost, "opt_action": self.opt_action,
+            "device": np.array([r.device for r in self.requests]),
+            "server": np.array([r.server for r in self.requests]),
+            **{f: arr[f] for f in (*_ARRAY_FIELDS, "dev_kappa")}}))
 
     @classmethod
     def load(cls, path: str | Path, key: str = "") -> RequestPool:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from system.atomic import atomic_write_bytes, atomic_write_text
+from system.atomic import atomic_write_bytes, atomic_write_text, npz_bytes
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 WEIGHTS_PATH = DATA_DIR / "digits_cnn.npz"
@@ -180,12 +180,8 @@ def train(
 
 def save_weights(model: nn.Module, path: Path = WEIGHTS_PATH) -> None:
     """Save the state dict as a plain ``.npz`` (loadable with ``allow_pickle=False``)."""
-    import io
-
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, npz_bytes(arrays))
 
 
 def load_digits_cnn(path: Path = WEIGHTS_PATH) -> nn.Sequential:

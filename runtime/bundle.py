@@ -23,7 +23,6 @@ reader never sees half a bundle (a previous bundle at the same path is replaced)
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from system.atomic import npz_bytes as _npz_bytes
 from system.codec import ActionCodec, ObservationEncoder
 from system.errors import QsplitInputError, check_keys
 from system.profiles import ModelProfile, profile_from_dict
@@ -108,19 +108,11 @@ def version_compatible(a: str, b: str) -> bool:
 # ------------------------------------------------------------------------------ writing
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """A deterministic ``.npz`` (fixed zip timestamps, sorted names): same arrays, same bytes."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name in sorted(arrays):
-            arr = np.ascontiguousarray(arrays[name])
-            if arr.dtype == object:
-                raise BundleError(f"weights: array {name!r} has dtype object (refused: pickle)")
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            body = io.BytesIO()
-            np.lib.format.write_array(body, arr, allow_pickle=False)
-            zf.writestr(info, body.getvalue())
-    return buf.getvalue()
+    """The bundle's ``weights.npz``: :func:`system.atomic.npz_bytes`, errors as BundleError."""
+    try:
+        return _npz_bytes(arrays)
+    except QsplitInputError as exc:
+        raise BundleError(f"weights: {exc}") from None
 
 
 def contract_text(contract: dict) -> str:

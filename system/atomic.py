@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+import zipfile
 from pathlib import Path
+
+import numpy as np
+
+from system.errors import QsplitInputError
 
 
 def _default_mode() -> int:
@@ -42,3 +48,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Text form of :func:`atomic_write_bytes` (UTF-8)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """A deterministic ``.npz`` (fixed zip timestamps, sorted names): same arrays, same bytes.
+
+    Loadable with ``np.load(..., allow_pickle=False)``; object arrays are refused (they would
+    need a pickle).
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            arr = np.ascontiguousarray(arrays[name])
+            if arr.dtype == object:
+                raise QsplitInputError(f"array {name!r} has dtype object (refused: pickle)")
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            body = io.BytesIO()
+            np.lib.format.write_array(body, arr, allow_pickle=False)
+            zf.writestr(info, body.getvalue())
+    return buf.getvalue()
