@@ -10,7 +10,11 @@ On requests drawn from the default scenario, one at a time (wall clock per call,
 * ``optimizer_median_us``: :func:`system.optimal.solve` (unit tables included);
 * ``refine_median_us``: ``decide`` with ``refine=True`` (local search with the cost model);
 * ``policy_mean_regret`` / ``refine_mean_regret``: mean of cost / optimal cost - 1 (a
-  fraction: 0.002 is 0.2%) over the optimizer's requests.
+  fraction: 0.002 is 0.2%) over the optimizer's requests;
+* ``breakdown_us``: where the time of one decision goes, warm (the best of repeated calls on
+  one request, median over 200 requests): ``features``, ``forward`` (the MLP), ``decide``
+  on requests the guard passes, and the pieces of a repair: ``to_request``,
+  ``unit_tables``, ``repair_indices``.
 
 The last line printed is one JSON object. Timings depend on the machine and its load (the
 JSON records the load average); run it on an idle machine.
@@ -21,11 +25,13 @@ JSON records the load average); run it on an idle machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import sys
 import time
+import timeit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,7 @@ from runtime import features as rf
 from runtime.dispatcher import DEFAULT_MODEL
 from system.cost import evaluate_plans, unit_tables
 from system.optimal import solve
+from system.repair import repair_indices
 from system.scenario import load_scenario, sample_requests
 
 
@@ -66,6 +73,34 @@ def _timed_pair(fa: Callable[[Any], Any], fb: Callable[[Any], Any], xa: list,
         t2 = clock()
         ta[i], tb[i] = t1 - t0, t2 - t1
     return ta * 1e-9, tb * 1e-9
+
+
+def _warm_us(fn: Callable[..., Any], *args: Any, number: int = 50) -> float:
+    """Microseconds per call of ``fn(*args)``, the best of 3 repeats of ``number`` calls."""
+    return min(timeit.repeat(functools.partial(fn, *args), number=number, repeat=3)) / number * 1e6
+
+
+def breakdown(d: Dispatcher, reqs: list) -> dict[str, float]:
+    """Median warm cost of each step of a decision and of a repair (see the docstring)."""
+    rows: dict[str, list[float]] = {k: [] for k in (
+        "features", "forward", "decide", "to_request", "unit_tables", "repair_indices")}
+    for r in reqs:
+        t = rf.from_request(r)
+        feats = d._feat_req(r)
+        rows["features"].append(_warm_us(d._feat_req, r))
+        rows["forward"].append(_warm_us(d._forward, feats))
+        p, w, a, _ = d._policy(t)
+        if d.decide_detailed(r).path == "policy":
+            rows["decide"].append(_warm_us(d.decide, r))
+            continue
+        req = rf.to_request(t)
+        T = unit_tables(d.profile, req, d.bits)
+        wi = np.asarray(w, dtype=np.int64)
+        rows["to_request"].append(_warm_us(rf.to_request, t, number=20))
+        rows["unit_tables"].append(_warm_us(unit_tables, d.profile, req, d.bits, number=20))
+        rows["repair_indices"].append(_warm_us(repair_indices, T, r.eps_pp, p, wi, a,
+                                                number=20))
+    return {k: round(float(np.median(v)), 2) for k, v in rows.items() if v}
 
 
 def main() -> None:
@@ -118,6 +153,7 @@ def main() -> None:
     pol = np.array([evaluate_plans(prof, r, [d.decide(r)]).cost[0] for r in sub])
     ref = np.array([evaluate_plans(prof, r, [dr.decide(r)]).cost[0] for r in sub])
     opt_med = float(np.median(t_opt)) * 1e6
+    parts = breakdown(d, reqs[:200])
     print(f"dispatcher: median {med:.2f} us (dict input {np.median(t_dict) * 1e6:.2f} us), "
           f"p99 {np.percentile(t_one, 99) * 1e6:.1f} us over {len(reqs)} requests of "
           f"{prof.name} ({prof.n_units} units); paths "
@@ -127,6 +163,7 @@ def main() -> None:
           f"speedup {opt_med / med:.0f}x")
     print(f"refine:     median {np.median(t_ref) * 1e6:.1f} us; mean regret "
           f"{np.mean(pol / opt - 1) * 100:.3f}% -> {np.mean(ref / opt - 1) * 100:.3f}%")
+    print(f"breakdown:  warm medians (us) {parts}")
     print(json.dumps({
         "model": prof.name, "units": prof.n_units, "requests": len(reqs),
         "median_us": round(med, 2),
@@ -141,6 +178,7 @@ def main() -> None:
         "refine_mean_regret": round(float(np.mean(ref / opt - 1)), 6),
         "refine_p95_regret": round(float(np.percentile(ref / opt - 1, 95)), 6),
         "repair_rate": round(paths.count("repaired") / len(paths), 4),
+        "breakdown_us": parts,
         "optimizer_requests": len(sub), "loadavg_1min": round(load0, 2),
         "machine": platform.machine(), "python": platform.python_version(),
         "numpy": np.__version__}))
