@@ -1,7 +1,7 @@
 """Scenarios: the population of requests a planner (or a policy in training) faces.
 
 A scenario says which catalog devices ask (with load and clock-frequency jitter), which server
-answers (with its load), which channels carry the traffic (parametric or trace replay, from
+answers (with its load), which channels carry the traffic (shipped links or trace replay, from
 :mod:`system.channel`), and how the accuracy budget ``eps_pp``, the energy weight
 ``beta_s_per_j`` and the head ``reuse`` are distributed. :func:`sample_requests` draws
 :class:`~system.request.Request` objects from it, deterministically from a numpy Generator.
@@ -12,10 +12,10 @@ valid range, an empty device or channel list are errors that name the field), so
 cannot silently train a policy on the wrong population. Field names carry their units.
 
 Where scenarios are found (:func:`load_scenario`): a dict; a path to a ``.yaml`` file; or a
-name, looked up as ``configs/scenarios/<name>.yaml`` under ``$QSPLIT_CONFIG_DIR`` if set, else
-under the repository root (which an editable install keeps), else in :data:`BUILTIN_SCENARIOS`
-(the shipped ``default`` scenario, kept identical to ``configs/scenarios/default.yaml`` by a
-test), so the default scenario loads even from a wheel without the configs folder.
+name, looked up as ``<name>.yaml`` in :func:`scenario_dirs`: ``$QSPLIT_CONFIG_DIR/scenarios``
+if set, the repository's ``configs/scenarios`` (which an editable install keeps), then the
+package's ``system/data/scenarios`` (the shipped ``default``), so the default scenario loads
+even from a wheel without the configs folder. Every one is read by :func:`load_scenario_file`.
 
 numpy only (PyYAML imported lazily when a file is read): the runtime may import this module.
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from system.channel import Channel, TraceChannel, get_channel
+from system.channel import Channel, TraceChannel, get_link
 from system.errors import QsplitInputError, check_finite, check_keys
 from system.hardware import Device, Server, device_names, get_device, get_server, server_names
 from system.request import Request
@@ -39,6 +39,9 @@ SCENARIO_FORMAT = "qsplit-scenario/1"
 DIST_KINDS = ("fixed", "uniform", "log_uniform", "choice")
 _TOP_REQUIRED = ("name", "server", "devices", "channels", "eps_pp", "beta_s_per_j", "reuse")
 _TOP_OPTIONAL = ("format", "description", "server_load", "device_load", "device_freq_factor")
+_REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: The shipped scenarios (``default``), found even where the configs folder is not installed.
+_PACKAGE_SCENARIOS = Path(__file__).resolve().parent / "data" / "scenarios"
 
 #: Valid range of each distributed field: (lo, hi, lo_open). Draws must stay inside.
 _FIELD_RANGES: dict[str, tuple[float, float, bool]] = {
@@ -142,26 +145,26 @@ def _weights(field: str, raw: object, n: int) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class ChannelEntry:
-    """One component of the channel mixture: a shipped parametric channel or a trace folder."""
+    """One component of the channel mixture: a shipped link or a trace folder."""
 
     weight: float
-    name: str = ""            # a shipped parametric channel ("3g", "lte", "5g", "wifi")
+    name: str = ""            # a shipped link ("3g", "lte", "5g", "wifi")
     trace_folder: str = ""    # or a folder of traces (resolved path)
-    profile: str = ""         # link type whose uplink ratio and RTT a trace replay uses
+    link: str = ""            # the shipped link whose uplink ratio and RTT a trace replay uses
 
     def build(self) -> Channel:
         """The :class:`~system.channel.Channel` object this entry stands for."""
         if self.name:
-            return get_channel(self.name)
-        return TraceChannel.from_folder(self.trace_folder, profile=self.profile or None)
+            return get_link(self.name)
+        return TraceChannel.from_folder(self.trace_folder, link=self.link or None)
 
     def to_dict(self) -> dict:
         """The YAML form."""
         if self.name:
             return {"name": self.name, "weight": self.weight}
         out = {"trace_folder": self.trace_folder, "weight": self.weight}
-        if self.profile:
-            out["profile"] = self.profile
+        if self.link:
+            out["link"] = self.link
         return out
 
 
@@ -239,7 +242,7 @@ def _parse_channels(where: str, raw: object, base_dir: Path | None) -> tuple[Cha
     if not isinstance(raw, list) or not raw:
         raise QsplitInputError(
             f"{where}: expected a non-empty list of {{name: 3g|lte|5g|wifi, weight: w}} or "
-            f"{{trace_folder: path, weight: w, profile: 3g|lte|5g|wifi}}")
+            f"{{trace_folder: path, weight: w, link: 3g|lte|5g|wifi}}")
     out = []
     weights = _weights(f"{where} (weights)",
                        [e.get("weight", 1.0) if isinstance(e, dict) else None for e in raw],
@@ -247,40 +250,41 @@ def _parse_channels(where: str, raw: object, base_dir: Path | None) -> tuple[Cha
     for i, (e, w) in enumerate(zip(raw, weights, strict=True)):
         ew = f"{where}[{i}]"
         if isinstance(e, dict) and "trace_folder" in e:
-            check_keys(ew, e, ["trace_folder"], ["weight", "profile"])
+            check_keys(ew, e, ["trace_folder"], ["weight", "link"])
             folder = Path(str(e["trace_folder"])).expanduser()
             if not folder.is_absolute() and base_dir is not None:
                 folder = base_dir / folder
             if not folder.is_dir():
                 raise QsplitInputError(f"{ew}.trace_folder: {folder} is not a folder")
-            prof = e.get("profile", "")
-            if prof:
-                get_channel(prof)
-            out.append(ChannelEntry(weight=w, trace_folder=str(folder.resolve()), profile=prof))
+            link = e.get("link", "")
+            if link:
+                get_link(link, where=f"{ew}.link")
+            out.append(ChannelEntry(weight=w, trace_folder=str(folder.resolve()), link=link))
         else:
             check_keys(ew, e, ["name"], ["weight"])
-            get_channel(e["name"])      # refuses an unknown name, listing the known ones
+            get_link(e["name"], where=f"{ew}.name")   # an unknown name is refused, listing all
             out.append(ChannelEntry(weight=w, name=str(e["name"]).strip().lower()))
     return tuple(out)
 
 
-def scenario_dirs() -> list[Path]:
-    """Folders searched for ``<name>.yaml``, first match wins."""
-    dirs = []
+def config_dirs(kind: str) -> list[Path]:
+    """Folders searched for a ``kind`` of config ("scenarios", "eval"), first match wins.
+
+    ``$QSPLIT_CONFIG_DIR/<kind>`` when that variable is set (a user's own configs shadow the
+    shipped ones), then the repository's ``configs/<kind>`` (present in an editable install).
+    """
     env = os.environ.get("QSPLIT_CONFIG_DIR")
-    if env:
-        dirs.append(Path(env) / "scenarios")
-    dirs.append(Path(__file__).resolve().parents[1] / "configs" / "scenarios")
-    return dirs
+    return [*([Path(env) / kind] if env else []), _REPO_CONFIGS / kind]
+
+
+def scenario_dirs() -> list[Path]:
+    """Folders searched for ``<name>.yaml``, first match wins; the package's own come last."""
+    return [*config_dirs("scenarios"), _PACKAGE_SCENARIOS]
 
 
 def scenario_names() -> list[str]:
     """Names :func:`load_scenario` accepts without a path."""
-    names = set(BUILTIN_SCENARIOS)
-    for d in scenario_dirs():
-        if d.is_dir():
-            names.update(p.stem for p in d.glob("*.yaml"))
-    return sorted(names)
+    return sorted({p.stem for d in scenario_dirs() if d.is_dir() for p in d.glob("*.yaml")})
 
 
 def load_scenario_file(path: str | Path) -> Scenario:
@@ -312,8 +316,6 @@ def load_scenario(spec: str | Path | dict | Scenario = "default") -> Scenario:
         f = d / f"{key}.yaml"
         if f.is_file():
             return load_scenario_file(f)
-    if key in BUILTIN_SCENARIOS:
-        return scenario_from_dict(BUILTIN_SCENARIOS[key], where=f"scenario {key}")
     raise QsplitInputError(
         f"scenario: unknown scenario {key!r}; known: {scenario_names()} or a path to a .yaml file")
 
@@ -358,32 +360,3 @@ def sample_requests(scenario: Scenario, rng: np.random.Generator, n: int) -> lis
 def _hardware(device_names: tuple[str, ...], server: str) -> tuple[list[Device], Server]:
     """Catalog objects of a scenario (built once: a one-request draw must stay cheap)."""
     return [get_device(dn) for dn in device_names], get_server(server)
-
-
-#: Scenarios available by name even without the configs folder. ``default`` must equal
-#: ``configs/scenarios/default.yaml`` (tests/test_scenario.py checks it).
-BUILTIN_SCENARIOS: dict[str, dict] = {
-    "default": {
-        "format": SCENARIO_FORMAT,
-        "name": "default",
-        "description": (
-            "The shipped training and evaluation population: every catalog device, equally "
-            "likely, behind 3G, LTE, 5G or Wi-Fi to a T4 edge server. Device compute = "
-            "catalog FLOP/s x load (share free of other work) x DVFS frequency factor; "
-            "server share from 0.2 to 1. Budgets log-uniform 0.1-5 pp (QPART's regime is "
-            "< 1 pp). Energy weight up to 0.5 s/J (an energy-aware but latency-first "
-            "user). A shipped head serves 1 to 100 inferences (1 = QPART's per-request "
-            "shipping)."),
-        "server": "t4",
-        "server_load": {"dist": "uniform", "min": 0.2, "max": 1.0},
-        "devices": {"rpi4": 1.0, "jetson_nano": 1.0, "jetson_xavier_nx": 1.0,
-                    "jetson_orin_nano": 1.0, "snapdragon855": 1.0, "snapdragon855_gpu": 1.0},
-        "device_load": {"dist": "uniform", "min": 0.3, "max": 1.0},
-        "device_freq_factor": {"dist": "uniform", "min": 0.6, "max": 1.0},
-        "channels": [{"name": "3g", "weight": 1.0}, {"name": "lte", "weight": 1.0},
-                     {"name": "5g", "weight": 1.0}, {"name": "wifi", "weight": 1.0}],
-        "eps_pp": {"dist": "log_uniform", "min": 0.1, "max": 5.0},
-        "beta_s_per_j": {"dist": "uniform", "min": 0.0, "max": 0.5},
-        "reuse": {"dist": "choice", "values": [1.0, 10.0, 100.0], "weights": [1.0, 1.0, 1.0]},
-    },
-}

@@ -1,8 +1,9 @@
-"""Tests of system/channel.py: parametric scenarios, trace readers, trace replay."""
+"""Tests of system/channel.py and system/traces.py: shipped links, trace readers, replay."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +11,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import system
 from system.channel import (
-    SCENARIOS,
-    ZERO_FLOOR_BPS,
+    LINKS,
     Channel,
     ChannelSamples,
     ParametricChannel,
-    Trace,
     TraceChannel,
+    get_link,
+    sigma_ln_from_p10_p90,
+)
+from system.traces import (
+    ZERO_FLOOR_BPS,
+    Trace,
     detect_format,
-    get_channel,
+    infer_link,
     load_trace_folder,
     read_5gophers,
     read_ghent,
     read_pensieve,
-    sigma_ln_from_p10_p90,
 )
 
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "traces"
@@ -71,31 +76,31 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Parametric scenarios
+# Shipped links
 
 
-def test_scenario_names_and_protocol() -> None:
-    assert set(SCENARIOS) == {"3g", "lte", "5g", "wifi"}
-    for name, ch in SCENARIOS.items():
+def test_link_names_and_protocol() -> None:
+    assert set(LINKS) == {"3g", "lte", "5g", "wifi"}
+    for name, ch in LINKS.items():
         assert ch.name == name
         assert isinstance(ch, Channel)
-        assert get_channel(name) is ch
-        assert ch.source, f"{name}: every scenario names its sources"
-    assert get_channel(" LTE ") is SCENARIOS["lte"]
+        assert get_link(name) is ch
+        assert ch.source, f"{name}: every link names its sources"
+    assert get_link(" LTE ") is LINKS["lte"]
 
 
-def test_unknown_scenario_lists_allowed_names() -> None:
-    with pytest.raises(ValueError, match="unknown scenario") as exc:
-        get_channel("6g")
-    for name in SCENARIOS:
+def test_unknown_link_lists_allowed_names() -> None:
+    with pytest.raises(ValueError, match="unknown link") as exc:
+        get_link("6g")
+    for name in LINKS:
         assert name in str(exc.value)
     with pytest.raises(ValueError, match="allowed names"):
-        get_channel(3)  # type: ignore[arg-type]
+        get_link(3)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("name", sorted(LINKS))
 def test_parametric_deterministic(name: str) -> None:
-    ch = SCENARIOS[name]
+    ch = LINKS[name]
     a = ch.sample(np.random.default_rng(123), 500)
     b = ch.sample(np.random.default_rng(123), 500)
     c = ch.sample(np.random.default_rng(124), 500)
@@ -104,9 +109,9 @@ def test_parametric_deterministic(name: str) -> None:
         assert not np.array_equal(getattr(a, f), getattr(c, f))
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("name", sorted(LINKS))
 def test_parametric_samples_positive_finite_in_range(name: str) -> None:
-    ch = SCENARIOS[name]
+    ch = LINKS[name]
     s = ch.sample(np.random.default_rng(7), 20_000)
     assert isinstance(s, ChannelSamples) and len(s) == 20_000
     for f in ("up_bps", "down_bps", "rtt_s"):
@@ -124,9 +129,9 @@ def test_parametric_samples_positive_finite_in_range(name: str) -> None:
     assert np.all((ratio >= ch.up_ratio_min) & (ratio <= ch.up_ratio_max))
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("name", sorted(LINKS))
 def test_parametric_medians_match_configuration(name: str) -> None:
-    ch = SCENARIOS[name]
+    ch = LINKS[name]
     s = ch.sample(np.random.default_rng(2024), 20_000)
     assert np.median(s.down_bps) / 1e6 == pytest.approx(ch.down_median_mbps, rel=0.15)
     assert np.median(s.rtt_s) * 1e3 == pytest.approx(ch.rtt_median_ms, rel=0.15)
@@ -134,14 +139,19 @@ def test_parametric_medians_match_configuration(name: str) -> None:
     assert np.median(s.up_bps / s.down_bps) == pytest.approx(mid_ratio, rel=0.15)
 
 
-def test_scenarios_follow_facts() -> None:
-    """The shipped medians sit inside the FACTS.md median ranges of their trace sets."""
+def test_links_follow_facts() -> None:
+    """The shipped medians sit inside the FACTS.md median ranges of their trace sets, and the
+    spreads in links.json are those sets' p10 - p90 envelopes."""
+    figures = json.loads((Path(system.__file__).parent / "data" / "links.json").read_text())
     for name, folder in (("3g", "norway_hsdpa_3g"), ("lte", "ghent_4g_lte"),
                          ("5g", "5gophers_5g")):
-        (lo, hi), _ = FACTS_MBPS[folder]
-        assert lo <= SCENARIOS[name].down_median_mbps <= hi
+        (lo, hi), spread = FACTS_MBPS[folder]
+        assert lo <= LINKS[name].down_median_mbps <= hi
+        link = figures["links"][name]
+        assert (link["down_p10_mbps"], link["down_p90_mbps"]) == spread
+        assert LINKS[name].down_sigma_ln == sigma_ln_from_p10_p90(*spread)
     # Huang et al. (MobiSys 2012): LTE uplink/downlink medians 6 / 13.
-    lte = SCENARIOS["lte"]
+    lte = LINKS["lte"]
     assert lte.up_ratio_min <= 6 / 13 <= lte.up_ratio_max
 
 
@@ -163,7 +173,7 @@ def test_sigma_from_percentiles_round_trip() -> None:
 
 
 def _replace(**changes: object) -> ParametricChannel:
-    return dataclasses.replace(SCENARIOS["lte"], **changes)
+    return dataclasses.replace(LINKS["lte"], **changes)
 
 
 @pytest.mark.parametrize(("changes", "field"), [
@@ -189,16 +199,16 @@ def test_parametric_bad_parameters(changes: dict, field: str) -> None:
 @pytest.mark.parametrize("n", [0, -5, 2.5, True, "10"])
 def test_sample_bad_n(n: object) -> None:
     with pytest.raises(ValueError, match="n: expected an integer >= 1"):
-        SCENARIOS["3g"].sample(np.random.default_rng(0), n)  # type: ignore[arg-type]
+        LINKS["3g"].sample(np.random.default_rng(0), n)  # type: ignore[arg-type]
 
 
 def test_sample_bad_rng() -> None:
     with pytest.raises(ValueError, match="rng"):
-        SCENARIOS["3g"].sample(np.random.RandomState(0), 3)  # type: ignore[arg-type]
+        LINKS["3g"].sample(np.random.RandomState(0), 3)  # type: ignore[arg-type]
 
 
 def test_sample_accepts_numpy_integer_n() -> None:
-    assert len(SCENARIOS["5g"].sample(np.random.default_rng(0), np.int64(4))) == 4
+    assert len(LINKS["5g"].sample(np.random.default_rng(0), np.int64(4))) == 4
 
 
 def test_channel_samples_validation() -> None:
@@ -239,7 +249,7 @@ def test_parametric_property_in_range(median: float, sigma: float, lo_f: float, 
 @pytest.mark.parametrize("path", _trace_files("norway_hsdpa_3g"))
 def test_read_pensieve_norway(path: Path) -> None:
     tr = read_pensieve(path)
-    assert tr.fmt == "pensieve" and tr.link == "downlink" and len(tr) > 10
+    assert tr.fmt == "pensieve" and tr.direction == "downlink" and len(tr) > 10
     assert np.all(np.diff(tr.time_s) >= 0)
     (lo, hi), (p10, p90) = FACTS_MBPS["norway_hsdpa_3g"]
     assert _in_range(tr.median_mbps, lo, hi)
@@ -260,7 +270,7 @@ def test_read_pensieve_fcc(path: Path) -> None:
 @pytest.mark.parametrize("path", _trace_files("ghent_4g_lte"))
 def test_read_ghent(path: Path) -> None:
     tr = read_ghent(path)
-    assert tr.fmt == "ghent" and tr.link == "downlink" and len(tr) > 100
+    assert tr.fmt == "ghent" and tr.direction == "downlink" and len(tr) > 100
     assert np.all(np.diff(tr.time_s) > 0)
     # First line of each log is the 0-byte start record: counted, dropped.
     assert tr.n_zero >= 0 and tr.zero_policy == "drop"
@@ -278,7 +288,7 @@ def test_read_ghent(path: Path) -> None:
 @pytest.mark.parametrize("path", _trace_files("5gophers_5g", ".csv"))
 def test_read_5gophers(path: Path) -> None:
     traces = read_5gophers(path)
-    assert traces and all(t.fmt == "5gophers" and t.link == "unstated" for t in traces)
+    assert traces and all(t.fmt == "5gophers" and t.direction == "unstated" for t in traces)
     assert all(np.all(np.diff(t.time_s) > 0) for t in traces)
     (lo, hi), _ = FACTS_MBPS["5gophers_5g"]
     by_name = {t.name: t for t in traces}
@@ -316,14 +326,15 @@ def test_load_trace_folder(folder: str, fmt: str, count: int) -> None:
         assert _in_range(medians[0], lo, hi) and _in_range(medians[-1], lo, hi)
 
 
-@pytest.mark.parametrize(("folder", "profile"), [
+@pytest.mark.parametrize(("folder", "link"), [
     ("norway_hsdpa_3g", "3g"), ("fcc_broadband", "wifi"),
     ("ghent_4g_lte", "lte"), ("5gophers_5g", "5g"),
 ])
-def test_trace_channel_from_shared_folder(folder: str, profile: str) -> None:
+def test_trace_channel_from_shared_folder(folder: str, link: str) -> None:
     d = _folder(folder)
     ch = TraceChannel.from_folder(d)
-    base = SCENARIOS[profile]
+    assert infer_link(d, ch.traces) == link
+    base = LINKS[link]
     assert (ch.up_ratio_min, ch.up_ratio_max) == (base.up_ratio_min, base.up_ratio_max)
     assert ch.rtt_median_ms == base.rtt_median_ms
     assert isinstance(ch, Channel) and ch.name == folder
@@ -477,13 +488,13 @@ def test_load_folder_errors(tmp_path: Path) -> None:
 def _trace(name: str, rates_mbps: list[float]) -> Trace:
     r = np.asarray(rates_mbps, dtype=np.float64) * 1e6
     return Trace(name=name, time_s=np.arange(r.size, dtype=np.float64), rate_bps=r,
-                 link="downlink", path=name, fmt="pensieve")
+                 direction="downlink", path=name, fmt="pensieve")
 
 
 def test_trace_channel_sampling() -> None:
     long = _trace("long", [1.0] * 1000)
     short = _trace("short", [100.0, 200.0])
-    ch = TraceChannel.from_traces([long, short], profile="3g", name="mix")
+    ch = TraceChannel.from_traces([long, short], link="3g", name="mix")
     assert ch.name == "mix" and isinstance(ch, Channel) and "3g" in ch.source
     s = ch.sample(np.random.default_rng(11), 20_000)
     # Trace chosen uniformly, not by length: about half the draws come from the short trace.
@@ -502,9 +513,9 @@ def test_trace_channel_bad_parameters() -> None:
     tr = _trace("t", [1.0, 2.0])
     with pytest.raises(ValueError, match="traces"):
         TraceChannel.from_traces([])
-    with pytest.raises(ValueError, match="unknown scenario"):
-        TraceChannel.from_traces([tr], profile="satellite")
-    good = TraceChannel.from_traces([tr], profile="lte")
+    with pytest.raises(ValueError, match="unknown link"):
+        TraceChannel.from_traces([tr], link="satellite")
+    good = TraceChannel.from_traces([tr], link="lte")
     with pytest.raises(ValueError, match="up_ratio_min"):
         dataclasses.replace(good, up_ratio_min=0.9, up_ratio_max=0.1)
     with pytest.raises(ValueError, match="rtt_median_ms"):

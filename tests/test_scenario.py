@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -11,24 +10,41 @@ import yaml
 
 from system.errors import QsplitInputError
 from system.scenario import (
-    BUILTIN_SCENARIOS,
     Scenario,
+    config_dirs,
     load_scenario,
+    load_scenario_file,
     sample_requests,
+    scenario_dirs,
     scenario_from_dict,
     scenario_names,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_YAML = ROOT / "system/data/scenarios/default.yaml"
 
 
 def _default() -> dict:
-    return copy.deepcopy(BUILTIN_SCENARIOS["default"])
+    return yaml.safe_load(DEFAULT_YAML.read_text())
 
 
-def test_default_yaml_equals_builtin() -> None:
-    data = yaml.safe_load((ROOT / "configs/scenarios/default.yaml").read_text())
-    assert data == BUILTIN_SCENARIOS["default"]
+def test_the_default_scenario_is_package_data_only() -> None:
+    assert not (ROOT / "configs/scenarios/default.yaml").exists()
+    assert load_scenario("default").to_dict() == load_scenario_file(DEFAULT_YAML).to_dict()
+    assert scenario_dirs()[-1] == DEFAULT_YAML.parent
+
+
+def test_config_dirs_put_the_user_folder_first(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    monkeypatch.delenv("QSPLIT_CONFIG_DIR", raising=False)
+    assert config_dirs("eval") == [ROOT / "configs" / "eval"]
+    monkeypatch.setenv("QSPLIT_CONFIG_DIR", str(tmp_path))
+    assert config_dirs("eval") == [tmp_path / "eval", ROOT / "configs" / "eval"]
+    (tmp_path / "scenarios").mkdir()
+    d = _default()
+    d["eps_pp"] = 0.5
+    (tmp_path / "scenarios" / "default.yaml").write_text(yaml.safe_dump(d))
+    assert load_scenario("default").eps_pp.support == (0.5, 0.5)
 
 
 def test_every_shipped_scenario_loads() -> None:
@@ -42,19 +58,20 @@ def test_every_shipped_scenario_loads() -> None:
 
 def test_load_by_path_dict_and_default() -> None:
     by_name = load_scenario()
-    by_path = load_scenario(ROOT / "configs/scenarios/default.yaml")
+    by_path = load_scenario(DEFAULT_YAML)
     by_dict = load_scenario(_default())
     for s in (by_path, by_dict):
         assert s.to_dict() == by_name.to_dict()
     assert load_scenario(by_name.to_dict()).to_dict() == by_name.to_dict()
 
 
-def test_builtin_used_without_configs_folder(monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
+def test_default_loads_without_configs_folder(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
     import system.scenario as sc
 
-    monkeypatch.setattr(sc, "scenario_dirs", lambda: [tmp_path / "nothing"])
+    monkeypatch.setattr(sc, "config_dirs", lambda kind: [tmp_path / "nothing"])
     assert load_scenario("default").name == "default"
+    assert scenario_names() == ["default"]
 
 
 def test_sampling_is_reproducible_and_in_range() -> None:
@@ -87,7 +104,7 @@ def test_trace_channel_entry(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "t1").write_text("".join(f"{i}\t{1.0 + i % 3}\n" for i in range(20)))
     d = _default()
-    d["channels"] = [{"trace_folder": "traces", "profile": "3g", "weight": 1.0}]
+    d["channels"] = [{"trace_folder": "traces", "link": "3g", "weight": 1.0}]
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(d))
     s = load_scenario(f)
@@ -103,7 +120,10 @@ def test_trace_channel_entry(tmp_path: Path) -> None:
     (lambda d: d.update(devices={}), "devices"),
     (lambda d: d.update(devices={"rpi4": 0.0}), "weights must not all be zero"),
     (lambda d: d.update(channels=[]), "channels"),
-    (lambda d: d.update(channels=[{"name": "6g"}]), "unknown scenario '6g'"),
+    (lambda d: d.update(channels=[{"name": "6g"}]), "channels[0].name: unknown link '6g'"),
+    (lambda d: d.update(channels=[{"trace_folder": "/", "link": "6g"}]),
+     "channels[0].link: unknown link '6g'"),
+    (lambda d: d.update(channels=[{"trace_folder": "/", "profile": "3g"}]), "unknown key"),
     (lambda d: d.update(channels=[{"trace_folder": "/no/such/dir"}]), "trace_folder"),
     (lambda d: d.update(eps_pp={"dist": "log_uniform", "min": 5.0, "max": 0.1}), "inverted"),
     (lambda d: d.update(eps_pp={"dist": "uniform", "min": 1.0, "max": 1.0}), "empty range"),
