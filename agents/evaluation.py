@@ -7,18 +7,33 @@ regret of a request = cost of the executed plan / optimal cost - 1.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from envs.pool import RequestPool
-from system.accuracy import FEAS_TOL_PP
+from system.accuracy import is_feasible
 from system.bits import DEFAULT_BITS
 from system.codec import ActionCodec
 from system.cost import evaluate_arrays, unit_tables
 from system.plan import plans_to_arrays
 from system.profiles import ModelProfile
 from system.repair import execute_action
+
+if TYPE_CHECKING:
+    from envs.pool import RequestPool
+
+#: The regret figures every summary reports (training callbacks, leaderboard), by name.
+REGRET_FIGURES = ("regret_mean", "regret_p50", "regret_p95", "regret_max")
+
+
+def regret_summary(regrets: np.ndarray) -> dict[str, float]:
+    """Mean, median, 95th percentile and max of per-request regrets (cost / optimal cost - 1).
+
+    The training callbacks and the leaderboard both report these, under these names.
+    """
+    reg = np.asarray(regrets, dtype=np.float64)
+    values = (reg.mean(), np.percentile(reg, 50), np.percentile(reg, 95), reg.max())
+    return {name: float(v) for name, v in zip(REGRET_FIGURES, values, strict=True)}
 
 
 def predict_actions(model: Any, obs: np.ndarray, masks: np.ndarray | None = None,
@@ -45,7 +60,7 @@ def evaluate_actions(profile: ModelProfile, pool: RequestPool, actions: np.ndarr
                      figures: bool = True) -> dict[str, Any]:
     """Execute ``actions[i]`` on ``pool.requests[i]`` and summarise.
 
-    Returns mean / p95 / max regret, violations (executed plans over budget: 0 in repair
+    Returns :func:`regret_summary`'s figures, violations (executed plans over budget: 0 in repair
     mode by construction, counted anyway), repair rate, and with ``figures`` the mean
     latency, energy and payload reduction. ``regrets`` holds the per-request values.
     """
@@ -60,14 +75,13 @@ def evaluate_actions(profile: ModelProfile, pool: RequestPool, actions: np.ndarr
         T = unit_tables(profile, req, bits)
         res = execute_action(T, req.eps_pp, actions[i], repair=mode == "repair")
         repaired[i] = res.repaired
-        violation[i] = res.drop_pp > req.eps_pp + FEAS_TOL_PP
+        violation[i] = not is_feasible(res.drop_pp, req.eps_pp)
         regrets[i] = res.cost / pool.opt_cost[i] - 1.0
         if figures:
             f = evaluate_arrays(profile, req, *plans_to_arrays([res.plan], profile.n_units))
             lat[i], en[i], pay[i] = f.latency_s[0], f.energy_j[0], f.payload_reduction[0]
     out: dict[str, Any] = {
-        "n": n, "mean_regret": float(regrets.mean()),
-        "p95_regret": float(np.percentile(regrets, 95)), "max_regret": float(regrets.max()),
+        "n": n, **regret_summary(regrets),
         "violations": int(violation.sum()), "repair_rate": float(repaired.mean()),
         "cut_accuracy": float(np.mean(actions[:, 0] == pool.opt_action[:, 0])),
         "regrets": regrets,

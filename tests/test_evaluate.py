@@ -1,4 +1,4 @@
-"""Tests of evaluate.py: suites, the leaderboard's invariants, replay, plots, bad input."""
+"""Tests of the leaderboard and evaluate.py: suites, invariants, replay, plots, bad input."""
 
 from __future__ import annotations
 
@@ -13,12 +13,18 @@ import pytest
 import yaml
 
 import evaluate
-from system.accuracy import FEAS_TOL_PP
+from leaderboard.records import write_csv
+from leaderboard.replay import replay_csv, replay_row
+from leaderboard.run import evaluate_suite, make_policies, run_suite
+from leaderboard.suites import load_suite, suite_names
+from leaderboard.summary import compare_figures, decider_summary, expected_figures
+from system.accuracy import is_feasible
 from system.baselines import DECIDERS
 from system.cost import evaluate_plans
 from system.errors import QsplitInputError
 from system.milp import solve_milp
 from system.profiles import random_profile
+from system.request import request_from_row
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "data" / "traces"
@@ -52,8 +58,8 @@ def _write(path: Path, data: dict) -> Path:
 def run_dir(tmp_path_factory: pytest.TempPathFactory, profile_path: Path) -> Path:
     """One evaluation of every built-in decider, written to a folder (plots included)."""
     tmp = tmp_path_factory.mktemp("eval")
-    suite = evaluate.load_suite(_write(tmp / "t.yaml", _suite_dict(profile_path)))
-    evaluate.evaluate(suite, out=tmp / "out", progress=False, log=lambda s: None)
+    suite = load_suite(_write(tmp / "t.yaml", _suite_dict(profile_path)))
+    evaluate_suite(suite, out=tmp / "out", progress=False, log=lambda s: None)
     return tmp / "out"
 
 
@@ -65,16 +71,16 @@ def _rows(run_dir: Path) -> list[dict]:
 # ------------------------------------------------------------------ suites
 
 def test_shipped_suites_load() -> None:
-    names = evaluate.suite_names()
+    names = suite_names()
     assert {"default", "small", "traces"} <= set(names)
     for name in names:
-        s = evaluate.load_suite(name)
+        s = load_suite(name)
         assert s.cases and s.deciders
         assert len({c.name for c in s.cases}) == len(s.cases)
 
 
 def test_default_suite_covers_channels_devices_budgets() -> None:
-    s = evaluate.load_suite("default")
+    s = load_suite("default")
     chans = {e.name for c in s.cases for e in c.scenario.channel_entries}
     assert chans == {"3g", "lte", "5g", "wifi"}
     fixed = sorted(c.scenario.eps_pp.lo for c in s.cases if c.scenario.eps_pp.kind == "fixed")
@@ -84,7 +90,7 @@ def test_default_suite_covers_channels_devices_budgets() -> None:
 
 @pytest.mark.skipif(not TRACES.is_dir(), reason="../shared/data/traces is not here")
 def test_trace_suite_uses_the_traces() -> None:
-    s = evaluate.load_suite("traces")
+    s = load_suite("traces")
     assert all(not c.skip_reason for c in s.cases)
     assert all(c.scenario.channel_entries[0].trace_folder for c in s.cases)
 
@@ -93,11 +99,11 @@ def test_missing_trace_folder_skips_with_a_message(tmp_path: Path, profile_path:
     d = _suite_dict(profile_path)
     d["cases"].append({"name": "gone", "scenario": "default", "n_requests": 5, "seed": 4,
                        "override": {"channels": [{"trace_folder": "no/such/traces"}]}})
-    s = evaluate.load_suite(_write(tmp_path / "s.yaml", d))
+    s = load_suite(_write(tmp_path / "s.yaml", d))
     gone = s.cases[-1]
     assert gone.scenario is None and "no/such/traces" in gone.skip_reason
     logged: list[str] = []
-    rows = evaluate.run_suite(s, {"server_only": evaluate.make_policies(["server_only"], s)[
+    rows = run_suite(s, {"server_only": make_policies(["server_only"], s)[
         "server_only"]}, progress=False, log=logged.append, n_requests=2)
     assert any("skipped case gone" in m and "not found" in m for m in logged)
     assert {r["case"] for r in rows} == {"mixed", "3g_tight", "qpart"}
@@ -117,7 +123,7 @@ def test_bad_suite_is_refused_naming_the_thing(tmp_path: Path, profile_path: Pat
                                                patch: dict, named: str) -> None:
     path = _write(tmp_path / "bad.yaml", {**_suite_dict(profile_path), **patch})
     with pytest.raises(QsplitInputError) as exc:
-        evaluate.load_suite(path)
+        load_suite(path)
     assert named in str(exc.value) and "\n" not in str(exc.value)
 
 
@@ -125,7 +131,7 @@ def test_duplicate_case_names_are_refused(tmp_path: Path, profile_path: Path) ->
     d = _suite_dict(profile_path)
     d["cases"].append(dict(d["cases"][0]))
     with pytest.raises(QsplitInputError, match="mixed"):
-        evaluate.load_suite(_write(tmp_path / "dup.yaml", d))
+        load_suite(_write(tmp_path / "dup.yaml", d))
 
 
 # ------------------------------------------------------------------ the leaderboard's invariants
@@ -145,14 +151,14 @@ def test_reference_optimum_agrees_with_the_milp(run_dir: Path, profile_path: Pat
     prof = load_profile(profile_path)
     rows = [r for r in _rows(run_dir) if r["decider"] == "optimal"][::7]
     for r in rows:
-        req, _ = evaluate.row_request_plan(r, prof.n_units)
+        req = request_from_row(r, "row")
         ref = float(evaluate_plans(prof, req, [solve_milp(prof, req)]).cost[0])
         assert float(r["opt_cost"]) == pytest.approx(ref, rel=1e-7)
 
 
 def test_feasible_flag_matches_the_budget(run_dir: Path) -> None:
     for r in _rows(run_dir):
-        within = float(r["drop_pp"]) <= float(r["eps_pp"]) + FEAS_TOL_PP
+        within = bool(is_feasible(float(r["drop_pp"]), float(r["eps_pp"])))
         assert (r["feasible"] == "True") == within
 
 
@@ -161,7 +167,7 @@ def test_infeasible_plan_is_counted_as_a_violation() -> None:
              "latency_s": 1.0, "energy_j": 1.0, "payload_reduction": 0.5, "decision_us": 3.0},
             {"regret": 0.0, "cost": 1.0, "feasible": True, "exact_match": True,
              "latency_s": 1.0, "energy_j": 1.0, "payload_reduction": 0.5, "decision_us": 1.0}]
-    s = evaluate.decider_summary(rows)
+    s = decider_summary(rows)
     assert s["violations"] == 1 and s["violation_rate"] == 0.5 and s["regret_max"] == 0.5
 
 
@@ -187,16 +193,16 @@ def test_plots_are_written(run_dir: Path) -> None:
 
 
 def test_same_suite_same_figures(tmp_path: Path, profile_path: Path) -> None:
-    suite = evaluate.load_suite(_write(tmp_path / "t.yaml", _suite_dict(profile_path)))
-    a = evaluate.evaluate(suite, ["optimal", "uniform"], progress=False, n_requests=5)
-    b = evaluate.evaluate(suite, ["optimal", "uniform"], progress=False, n_requests=5)
-    assert evaluate.expected_figures(a) == evaluate.expected_figures(b)
+    suite = load_suite(_write(tmp_path / "t.yaml", _suite_dict(profile_path)))
+    a = evaluate_suite(suite, ["optimal", "uniform"], progress=False, n_requests=5)
+    b = evaluate_suite(suite, ["optimal", "uniform"], progress=False, n_requests=5)
+    assert expected_figures(a) == expected_figures(b)
 
 
 # ------------------------------------------------------------------ replay
 
 def test_replay_gives_the_same_figures(run_dir: Path) -> None:
-    n, bad = evaluate.replay_csv(run_dir / "records.csv")
+    n, bad = replay_csv(run_dir / "records.csv")
     assert n == 70 * len(DECIDERS) and bad == []
 
 
@@ -205,8 +211,8 @@ def test_replay_catches_a_changed_figure(run_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "summary.json").write_bytes((run_dir / "summary.json").read_bytes())
     rows[3]["latency_s"] = repr(float(rows[3]["latency_s"]) * (1 + 1e-9))
     rows[5]["feasible"] = "False" if rows[5]["feasible"] == "True" else "True"
-    evaluate.write_csv(rows, tmp_path / "records.csv")
-    n, bad = evaluate.replay_csv(tmp_path / "records.csv")
+    write_csv(rows, tmp_path / "records.csv")
+    n, bad = replay_csv(tmp_path / "records.csv")
     assert n == len(rows) and len(bad) == 2 and "latency_s" in bad[0] and "feasible" in bad[1]
     assert evaluate.main(["--replay", str(tmp_path / "records.csv")]) == 1
 
@@ -216,7 +222,7 @@ def test_replay_row_helper(run_dir: Path, profile_path: Path) -> None:
 
     prof = load_profile(profile_path)
     row = _rows(run_dir)[11]
-    got = evaluate.replay_row(row, prof)
+    got = replay_row(row, prof)
     assert got["cost"] == float(row["cost"]) and got["regret"] == float(row["regret"])
     assert evaluate.main(["--replay", str(run_dir / "records.csv")]) == 0
 
@@ -290,8 +296,8 @@ def test_check_against_expected_figures(tmp_path: Path, profile_path: Path,
 
 def test_compare_figures() -> None:
     want = {"a": 1.0, "b": [1, "x"], "c": {"d": None}}
-    assert evaluate.compare_figures({"a": 1.0 + 1e-12, "b": [1, "x"], "c": {"d": None}}, want) == []
-    diffs = evaluate.compare_figures({"a": 1.1, "b": [2, "x"], "c": {}, "e": 0}, want)
+    assert compare_figures({"a": 1.0 + 1e-12, "b": [1, "x"], "c": {"d": None}}, want) == []
+    diffs = compare_figures({"a": 1.1, "b": [2, "x"], "c": {}, "e": 0}, want)
     assert sorted(d.split(":")[0] for d in diffs) == [".a", ".b[0]", ".c.d", ".e"]
 
 
@@ -307,8 +313,8 @@ def test_committed_policies_reproduce_the_expected_figures() -> None:
     ``python evaluate.py --suite default --check tests/data/expected_default_suite.json``.
     """
     want = json.loads(EXPECTED_SMALL.read_text())
-    summary = evaluate.evaluate(evaluate.load_suite("small"), progress=False, log=lambda s: None)
-    assert evaluate.compare_figures(evaluate.expected_figures(summary), want) == []
+    summary = evaluate_suite(load_suite("small"), progress=False, log=lambda s: None)
+    assert compare_figures(expected_figures(summary), want) == []
     assert summary["deciders"]["optimal"]["regret_max"] == 0.0
     assert all(s["violations"] == 0 for s in summary["deciders"].values())
 
@@ -323,5 +329,5 @@ _DEFAULT_READY = ((_REPO / "tests/data/expected_default_suite.json").exists()
 @pytest.mark.slow
 def test_default_suite_reproduces_the_readme_figures() -> None:
     want = json.loads((ROOT / "tests" / "data" / "expected_default_suite.json").read_text())
-    summary = evaluate.evaluate(evaluate.load_suite("default"), progress=False, log=lambda s: None)
-    assert evaluate.compare_figures(evaluate.expected_figures(summary), want) == []
+    summary = evaluate_suite(load_suite("default"), progress=False, log=lambda s: None)
+    assert compare_figures(expected_figures(summary), want) == []

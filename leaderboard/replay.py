@@ -1,0 +1,72 @@
+"""Replay: re-cost every row of a ``records.csv`` through the cost model and compare.
+
+A row records its request and plan at full precision, so the cost model must give its
+figures again to the last bit (relative tolerance 1e-12); a row that does not says which
+columns differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from leaderboard.records import COST_COLUMNS, cost_columns, plan_from_row, read_csv
+from system.bits import DEFAULT_BITS, check_bit_set
+from system.cost import evaluate_plans
+from system.errors import QsplitInputError
+from system.profiles import ModelProfile, load_profile
+from system.request import request_from_row
+
+#: Columns a replay recomputes and compares.
+REPLAY_COLUMNS = (*COST_COLUMNS, "regret")
+
+
+def replay_row(row: dict, profile: ModelProfile, bits: tuple[int, ...] = DEFAULT_BITS,
+               where: str = "row") -> dict:
+    """Re-cost one CSV row through the cost model: its figures as the row should hold them."""
+    req = request_from_row(row, where)
+    f = evaluate_plans(profile, req, [plan_from_row(row, profile.n_units, bits)])
+    return {**cost_columns(f, 0), "regret": float(f.cost[0] / float(row["opt_cost"]) - 1.0)}
+
+
+def replay_mismatches(row: dict, profile: ModelProfile, bits: tuple[int, ...] = DEFAULT_BITS,
+                      rel_tol: float = 1e-12, where: str = "row") -> list[str]:
+    """The columns of ``row`` whose recorded value differs from the re-costed one."""
+    got = replay_row(row, profile, bits, where)
+    bad = []
+    for k in REPLAY_COLUMNS:
+        rec = row[k]
+        if k == "feasible":
+            if (str(rec) == "True") != got[k]:
+                bad.append(k)
+        elif not math.isclose(float(rec), got[k], rel_tol=rel_tol, abs_tol=1e-300):
+            bad.append(k)
+    return bad
+
+
+def replay_csv(path: Path, profile: ModelProfile | None = None) -> tuple[int, list[str]]:
+    """Re-cost every row of records.csv; (rows checked, one line per mismatching row).
+
+    The summary.json beside the CSV gives the bit set and, without ``profile``, the model;
+    the model's hash must match the one evaluated.
+    """
+    path = Path(path)
+    sj = path.parent / "summary.json"
+    meta = json.loads(sj.read_text(encoding="utf-8")) if sj.is_file() else {}
+    if profile is None:
+        if not meta:
+            raise QsplitInputError(f"replay: no summary.json beside {path}; give --model")
+        profile = load_profile(meta["model"])
+        if profile.sha256() != meta["profile_sha256"]:
+            raise QsplitInputError(
+                f"replay: model {meta['model']!r} differs from the one evaluated (profile hash)")
+    bits = check_bit_set("summary.json bits", meta.get("bits", list(DEFAULT_BITS)))
+    rows = read_csv(path)
+    bad = []
+    for i, row in enumerate(rows):
+        cols = replay_mismatches(row, profile, bits, where=f"{path.name} row {i + 2}")
+        if cols:
+            bad.append(f"row {i + 2} ({row['case']}, request {row['request']}, "
+                       f"{row['decider']}): {', '.join(cols)} differ")
+    return len(rows), bad
