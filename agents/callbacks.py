@@ -87,18 +87,18 @@ class RegretEvalCallback(BaseCallback):
         row = {"steps": steps, "wall_s": round(time.perf_counter() - self._t0, 2),
                **{k: v for k, v in m.items() if k != "regrets"}}
         self.history.append(row)
-        for k in ("mean_regret", "p95_regret", "violations", "repair_rate", "mean_latency_s",
+        for k in ("regret_mean", "regret_p95", "violations", "repair_rate", "mean_latency_s",
                   "mean_energy_j", "mean_payload_reduction", "cut_accuracy"):
             self.logger.record(PREFIX + k, row[k])
         if self.run_dir is not None:
             atomic_write_text(self.run_dir / "evaluations.json",
                               json.dumps(self.history, indent=1) + "\n")
-            if m["mean_regret"] < self.best:
+            if m["regret_mean"] < self.best:
                 save_model_atomic(self.model, self.run_dir / "best_model.zip")
-        self.best = min(self.best, m["mean_regret"])
+        self.best = min(self.best, m["regret_mean"])
         if self.verbose:
-            print(f"[qsplit eval] steps {steps}: mean regret {m['mean_regret']:.4%} p95 "
-                  f"{m['p95_regret']:.4%} repair rate {m['repair_rate']:.3f}", flush=True)
+            print(f"[qsplit eval] steps {steps}: mean regret {m['regret_mean']:.4%} p95 "
+                  f"{m['regret_p95']:.4%} repair rate {m['repair_rate']:.3f}", flush=True)
         self._last_eval = steps
         return row
 

@@ -3,8 +3,8 @@
     python -m agents.export --run RUN_FOLDER --out BUNDLE_FOLDER [--onnx]
 
 ``RUN_FOLDER`` holds the stable-baselines3 ``model.zip`` of a ``QuantSplit-v0`` run (PPO or
-sb3-contrib's MaskablePPO) and the env's arguments (``env_kwargs.yml`` in the run folder or
-in rl-zoo's ``<env id>/`` sub-folder; ``--model`` overrides the profile). The bundle (see
+sb3-contrib's MaskablePPO) and the env's resolved arguments, ``env_kwargs.json``
+(:func:`write_env_kwargs`; ``--model`` overrides the profile's path). The bundle (see
 :mod:`runtime.bundle`) holds the actor only: the policy MLP (``mlp_extractor.policy_net``)
 and ``action_net`` as float32 arrays, with the observation encoder, action codec, action
 masking, the profile and its hash in ``contract.json``. The value network is not exported:
@@ -20,24 +20,35 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import io
 import json
 import sys
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from runtime.bundle import make_contract, write_bundle
+from system.atomic import atomic_write_text
 from system.bits import DEFAULT_BITS
 from system.codec import ActionCodec, ObservationEncoder
-from system.errors import QsplitInputError
+from system.errors import QsplitInputError, check_keys
 from system.profiles import ModelProfile, load_profile
 
+if TYPE_CHECKING:
+    from envs.quantsplit import QuantSplitEnv
+
 ENV_ID = "QuantSplit-v0"
-_ENV_KWARGS_FILES = ("env_kwargs.yml", f"{ENV_ID}/env_kwargs.yml", "env_kwargs.json")
+#: The env's resolved arguments in a run folder (train.py writes it).
+ENV_KWARGS_FILE = "env_kwargs.json"
+#: What a reader of that file needs: the profile and its hash, the observation, the action.
+_READ_KEYS = ("model", "profile_sha256", "bits", "mode", "scenario", "encoder")
+#: The env arguments a bundle records: what decides a plan (model, bits, mode) and the
+#: population the policy was trained on (scenario).
+CONTRACT_ENV_KWARGS = ("bits", "mode", "model", "scenario")
 
 
 def actor_arrays(policy: Any) -> tuple[list[tuple[str, str, str]], tuple[str, str],
@@ -95,9 +106,13 @@ def is_maskable(model: Any) -> bool:
 
 def export_model(model: Any, profile: ModelProfile, out_dir: str | Path, *,
                  encoder: ObservationEncoder | None = None,
-                 bits: tuple[int, ...] | None = None, env_kwargs: dict | None = None,
-                 source: dict | None = None, onnx: bool = False) -> Path:
-    """Write the bundle of a loaded SB3 model trained on ``QuantSplit-v0`` for ``profile``."""
+                 bits: tuple[int, ...] | None = None,
+                 env_kwargs: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
+                 onnx: bool = False) -> Path:
+    """Write the bundle of a loaded SB3 model trained on ``QuantSplit-v0`` for ``profile``.
+
+    ``env_kwargs`` (JSON values) and ``source`` are recorded in the contract as given.
+    """
     from gymnasium import spaces
 
     encoder = encoder or ObservationEncoder()
@@ -116,7 +131,7 @@ def export_model(model: Any, profile: ModelProfile, out_dir: str | Path, *,
            **_versions(), **(source or {})}
     contract = make_contract(profile=profile, encoder=encoder, codec=codec, hidden=hidden,
                              action=action, masking=masking, env_id=ENV_ID,
-                             env_kwargs=_jsonable(env_kwargs or {}), source=src)
+                             env_kwargs=dict(env_kwargs or {}), source=src)
     extra = {}
     if onnx:
         from runtime.bundle import ONNX_FILE
@@ -135,21 +150,6 @@ def _versions() -> dict[str, str]:
         out["sb3_contrib"] = sb3_contrib.__version__
     except ImportError:
         pass
-    return out
-
-
-def _jsonable(d: dict) -> dict:
-    """Env kwargs as JSON (objects such as a pool or a profile are named, not serialised)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, ModelProfile):
-            out[str(k)] = v.name
-            continue
-        try:
-            json.dumps(v, allow_nan=False)
-            out[str(k)] = v
-        except (TypeError, ValueError):
-            out[str(k)] = f"<{type(v).__name__}>"
     return out
 
 
@@ -202,60 +202,29 @@ def onnx_bytes(policy: Any, n_features: int, arrays: dict[str, np.ndarray],
 
 # ------------------------------------------------------------------------------ run folders
 
-def read_env_kwargs(run: Path) -> dict:
-    """The env's arguments recorded in a run folder ({} if none are recorded).
+def write_env_kwargs(run: str | Path, env: QuantSplitEnv) -> Path:
+    """Record the env a run trains on: :meth:`QuantSplitEnv.resolved_kwargs` as ``env_kwargs.json``."""
+    path = Path(run) / ENV_KWARGS_FILE
+    atomic_write_text(path, json.dumps(env.resolved_kwargs(), indent=1) + "\n")
+    return path
 
-    train.py's layout: ``config.yml`` (``env_kwargs`` as given) and ``qsplit.json`` (the
-    resolved model name, encoder, codec, mode and scenario, which take precedence for what
-    they hold); ``env_kwargs.yml`` (rl-zoo's ``<env id>/`` sub-folder too) is read first.
-    """
+
+def read_env_kwargs(run: str | Path) -> dict[str, Any]:
+    """The env arguments a run recorded (``env_kwargs.json``): what export and evaluation rebuild."""
+    from envs.quantsplit import QuantSplitEnv
+
     run = Path(run)
-    out: dict[str, Any] = {}
-    for name in _ENV_KWARGS_FILES:
-        f = run / name
-        if f.is_file():
-            out.update(_read_mapping(f, run))
-            break
-    cfg = run / "config.yml"
-    if cfg.is_file():
-        env_kwargs = _read_mapping(cfg, run).get("env_kwargs") or {}
-        if not isinstance(env_kwargs, dict):
-            raise QsplitInputError(f"run {run}: config.yml env_kwargs is not a mapping")
-        out.update(env_kwargs)
-    info = read_run_info(run)
-    if info:
-        out.setdefault("model", info.get("model"))
-        for key in ("encoder", "mode", "scenario"):
-            if info.get(key) is not None:
-                out[key] = info[key]
-        if isinstance(info.get("codec"), dict) and "bits" in info["codec"]:
-            out["bits"] = list(info["codec"]["bits"])
-    return out
-
-
-def read_run_info(run: Path) -> dict:
-    """train.py's ``qsplit.json`` (model, profile hash, encoder, codec, mode, algo) or {}."""
-    f = Path(run) / "qsplit.json"
-    return _read_mapping(f, Path(run)) if f.is_file() else {}
-
-
-def _read_mapping(f: Path, run: Path) -> dict:
+    path = run / ENV_KWARGS_FILE
+    if not path.is_file():
+        raise QsplitInputError(
+            f"run {run}: no {ENV_KWARGS_FILE} (train.py writes the env's resolved arguments "
+            "there; for a run trained elsewhere write it with agents.export.write_env_kwargs)")
     try:
-        text = f.read_text(encoding="utf-8")
-        if f.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-            data = yaml.safe_load(text)
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise QsplitInputError(f"run {run}: cannot read {f.name}: {exc}") from None
-    if isinstance(data, list):        # rl-zoo writes an OrderedDict as a list of pairs
-        data = dict(data)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise QsplitInputError(f"run {run}: {f.name} is not a mapping")
-    return data
+        raise QsplitInputError(f"run {run}: cannot read {ENV_KWARGS_FILE}: {exc}") from None
+    known = [*inspect.signature(QuantSplitEnv).parameters, "profile_sha256"]
+    return check_keys(f"run {run}: {ENV_KWARGS_FILE}", data, _READ_KEYS, known)
 
 
 def load_run_model(run: Path, checkpoint: str = "model.zip") -> Any:
@@ -280,39 +249,33 @@ def export_run(run: str | Path, out_dir: str | Path, *, model_name: str | None =
                checkpoint: str = "model.zip", onnx: bool = False) -> Path:
     """Export the model of a run folder (see the module docstring).
 
-    The profile is the run's (``--model`` overrides); if the run recorded the profile's hash
-    (train.py's qsplit.json), a profile that changed since training is refused.
+    The profile is the run's (``--model`` overrides); a profile whose hash differs from the
+    one the run recorded (it changed since training) is refused.
     """
     run = Path(run)
     if not (run / checkpoint).is_file():
         raise QsplitInputError(f"run {run}: no {checkpoint} (expected the SB3 model there)")
     kwargs = read_env_kwargs(run)
-    name = model_name or kwargs.get("model") or "resnet18"
-    profile = load_profile(str(name))
-    info = read_run_info(run)
-    if info.get("profile_sha256") and info["profile_sha256"] != profile.sha256():
+    profile = load_profile(str(model_name or kwargs["model"]))
+    if kwargs["profile_sha256"] != profile.sha256():
         raise QsplitInputError(
-            f"run {run}: trained on a profile with hash {str(info['profile_sha256'])[:12]}, but "
+            f"run {run}: trained on a profile with hash {str(kwargs['profile_sha256'])[:12]}, but "
             f"{profile.name!r} now hashes to {profile.sha256()[:12]} (the profile changed since "
             "training: retrain, or pass the original profile JSON with --model)")
-    if kwargs.get("mode", "repair") != "repair":
+    if kwargs["mode"] != "repair":
         print(f"note: run {run} was trained in {kwargs['mode']!r} mode; the bundle repairs "
               "infeasible plans as the env's repair mode does", file=sys.stderr)
-    enc = kwargs.get("encoder")
-    if enc is not None and not isinstance(enc, dict):
-        raise QsplitInputError(f"run {run}: a custom encoder must be recorded as its JSON form")
-    encoder = ObservationEncoder.from_json(enc) if enc else None
-    bits = kwargs.get("bits")
     model = load_run_model(run, checkpoint)
     zsha = hashlib.sha256((run / checkpoint).read_bytes()).hexdigest()
     source = {"run": run.name, "checkpoint": checkpoint, "model_zip_sha256": zsha,
-              "algo_name": info.get("algo", "")}
+              "algo_name": "ppo_mask" if is_maskable(model) else "ppo"}
     root = Path(__file__).resolve().parents[1]
     if run.resolve().is_relative_to(root):      # a committed run: tests check parity with it
         source["run_path"] = run.resolve().relative_to(root).as_posix()
-    env_kw = {k: v for k, v in kwargs.items() if k != "encoder"}
-    return export_model(model, profile, out_dir, encoder=encoder,
-                        bits=tuple(bits) if bits else None, env_kwargs=env_kw,
+    return export_model(model, profile, out_dir,
+                        encoder=ObservationEncoder.from_json(kwargs["encoder"]),
+                        bits=tuple(kwargs["bits"]),
+                        env_kwargs={k: kwargs[k] for k in CONTRACT_ENV_KWARGS},
                         source=source, onnx=onnx)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from system.baselines import DECIDERS, Decider
 from system.bits import DEFAULT_BITS
@@ -30,6 +30,9 @@ from system.errors import QsplitInputError
 from system.plan import Plan
 from system.profiles import ModelProfile
 from system.request import Request
+
+if TYPE_CHECKING:
+    from runtime import Dispatcher
 
 
 @runtime_checkable
@@ -78,8 +81,8 @@ class DeciderPolicy:
 class PPOPolicy:
     """A trained run: the env's observation, a deterministic forward pass, the env's repair.
 
-    ``decide_plans`` is the environment's own decision function (observation encoding,
-    action decoding and repair exactly as the env applies them); the adapter only adds the
+    ``decide_plans`` decides as the environment executes (observation encoding, action
+    decoding and repair exactly as ``env.step`` applies them); the adapter only adds the
     batching and the model loading.
     """
 
@@ -107,7 +110,7 @@ class BundlePolicy:
     profile: ModelProfile
     bits: tuple[int, ...]
     path: Path
-    dispatcher: object = field(repr=False)
+    dispatcher: Dispatcher = field(repr=False)
     batched: bool = True
 
     def decide(self, request: Request) -> Plan:
@@ -179,42 +182,15 @@ def _same_profile(name: str, what: str, theirs_sha: str, theirs_name: str,
             f"{ours.sha256()[:12]}): another model, or the profile changed since training")
 
 
-def run_env_args(folder: Path, name: str, profile: ModelProfile) -> dict:
-    """The decision-relevant env arguments a run recorded, checked against ``profile``.
-
-    Read by :func:`agents.export.read_env_kwargs` (train.py's config.yml and qsplit.json,
-    or rl-zoo's env_kwargs.yml); the profile hash train.py records must be ``profile``'s.
-    """
-    import inspect
-
-    from agents.export import read_env_kwargs, read_run_info
-    from envs.quantsplit import QuantSplitEnv
-    from system.codec import ObservationEncoder
-    from system.profiles import load_profile
-
-    kw = read_env_kwargs(folder)
-    model = str(kw.get("model") or inspect.signature(QuantSplitEnv).parameters["model"].default)
-    sha = read_run_info(folder).get("profile_sha256") or load_profile(model).sha256()
-    _same_profile(name, f"run {folder}", str(sha), model, profile)
-    args: dict = {"model": profile}
-    if isinstance(kw.get("encoder"), dict):
-        args["encoder"] = ObservationEncoder.from_json(kw["encoder"])
-    if kw.get("bits") is not None:
-        args["bits"] = tuple(kw["bits"])
-    if kw.get("mode") is not None:
-        args["mode"] = kw["mode"]
-    return args
-
-
 def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DEFAULT_BITS,
                  name: str = "ppo", checkpoint: str = "model.zip") -> PPOPolicy:
     """A PPO (or MaskablePPO) run folder holding ``model.zip`` (or ``checkpoint``) as a policy.
 
-    The decision is the environment's own: an env built with the run's recorded arguments
-    (:func:`run_env_args`) gives the observation (and MaskablePPO's action mask), the model
-    predicts deterministically for the whole batch, and ``env.step`` executes each action
-    (decode, then repair if the drop exceeds the budget, or the penalty mode's raw plan if
-    the run used it); ``info["plan"]`` is the plan.
+    The decision is the environment's, taken without stepping it: the run's recorded encoder
+    (:func:`agents.export.read_env_kwargs`) gives the observations (and the codec
+    MaskablePPO's action masks), the model predicts deterministically for the whole batch,
+    and :func:`system.repair.execute_action` executes each action as ``env.step`` does
+    (repaired if the drop exceeds the budget, or the penalty mode's raw plan).
     """
     folder = Path(folder)
     if not (folder / checkpoint).is_file():
@@ -224,15 +200,20 @@ def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DE
     import numpy as np
     import torch
 
-    from agents.export import is_maskable, load_run_model
-    from envs.quantsplit import QuantSplitEnv
+    from agents.evaluation import predict_actions
+    from agents.export import is_maskable, load_run_model, read_env_kwargs
+    from system.codec import ActionCodec, ObservationEncoder
+    from system.cost import unit_tables
+    from system.repair import execute_action
 
-    # the reward's reference is not part of the decision: server-only avoids a solve per step
-    env = QuantSplitEnv(**run_env_args(folder, name, profile), scenario="default",
-                        reward_reference="server_only", compute_regret=False)
-    if tuple(env.codec.bits) != tuple(bits):
-        raise QsplitInputError(f"decider {name}: run {folder} uses bits {list(env.codec.bits)}, "
+    kw = read_env_kwargs(folder)
+    _same_profile(name, f"run {folder}", str(kw["profile_sha256"]), str(kw["model"]), profile)
+    if tuple(kw["bits"]) != tuple(bits):
+        raise QsplitInputError(f"decider {name}: run {folder} uses bits {list(kw['bits'])}, "
                                f"the suite {list(bits)}")
+    encoder = ObservationEncoder.from_json(kw["encoder"])
+    codec = ActionCodec(profile.n_units, tuple(bits))
+    repair = kw["mode"] == "repair"
     model = load_run_model(folder, checkpoint)
     maskable = is_maskable(model)
     # one torch thread, as train.py: the nets are small and two threads on a busy 2-core
@@ -240,20 +221,13 @@ def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DE
     torch.set_num_threads(1)
 
     def decide_plans(requests: Sequence[Request]) -> list[Plan]:
-        obs = env.encoder.encode_batch(requests)   # what reset() returns, row by row
-        kwargs = {}
-        if maskable:
-            masks = []
-            for r in requests:
-                env.reset(options={"request": r})
-                masks.append(env.action_masks())
-            kwargs["action_masks"] = np.stack(masks)
-        actions, _ = model.predict(obs, deterministic=True, **kwargs)
-        plans = []
-        for r, a in zip(requests, actions, strict=True):
-            env.reset(options={"request": r})
-            plans.append(env.step(a)[4]["plan"])
-        return plans
+        tables = [unit_tables(profile, r, codec.bits) for r in requests]
+        masks = np.stack([codec.action_mask(t, r.eps_pp) for t, r in
+                          zip(tables, requests, strict=True)]) if maskable else None
+        actions = predict_actions(model, encoder.encode_batch(requests), masks,
+                                  batch=len(requests))     # one forward pass
+        return [execute_action(t, r.eps_pp, a, repair=repair).plan
+                for t, r, a in zip(tables, requests, actions, strict=True)]
 
     return PPOPolicy(name=name, profile=profile, bits=tuple(bits), run_folder=folder,
                      decide_plans=decide_plans)

@@ -7,7 +7,8 @@ copies from the run folder what evaluation, the exporter and the runtime need, s
 * ``model.zip``: the SB3 model (``best_model.zip`` by default) with the optimizer's running
   statistics dropped (a fresh optimizer: they matter only to continue training, and they
   would triple the file);
-* ``qsplit.json``: encoder, codec, profile hash, scenario, mode, algo (from the run);
+* ``env_kwargs.json``: the env's resolved arguments (profile and its hash, bits, mode,
+  scenario, encoder: what evaluation and the exporter rebuild);
 * ``config.yml`` and ``command.txt``: how it was trained; ``metrics.json`` if given.
 
 Only our own files are ever loaded from here; :func:`load_default_model` refuses a policy
@@ -38,18 +39,18 @@ def publish(run: str | Path, model: str, checkpoint: str = "best_model.zip",
             metrics: dict[str, Any] | None = None, dest: str | Path | None = None) -> Path:
     """Copy a run's policy into ``dest`` (default :func:`default_policy_dir`)."""
     from agents.callbacks import save_model_atomic
-    from agents.train_lib import _algo_class
+    from agents.export import ENV_KWARGS_FILE, load_run_model, read_env_kwargs
 
     run = Path(run)
-    meta = json.loads((run / "qsplit.json").read_text())
+    read_env_kwargs(run)                           # refuses a run without its env's record
     out = Path(dest) if dest is not None else default_policy_dir(model)
     out.mkdir(parents=True, exist_ok=True)
-    algo = _algo_class(meta.get("algo", "ppo")).load(run / checkpoint, device="cpu")
+    algo = load_run_model(run, checkpoint)
     pol = algo.policy
     pol.optimizer = pol.optimizer_class(pol.parameters(), lr=algo.lr_schedule(1.0),
                                         **pol.optimizer_kwargs)
     save_model_atomic(algo, out / "model.zip")
-    for name in ("qsplit.json", "config.yml", "command.txt"):
+    for name in (ENV_KWARGS_FILE, "config.yml", "command.txt"):
         shutil.copyfile(run / name, out / f".{name}.tmp")
         (out / f".{name}.tmp").replace(out / name)
     if metrics is not None:
@@ -59,18 +60,18 @@ def publish(run: str | Path, model: str, checkpoint: str = "best_model.zip",
 
 def load_default_model(model: str) -> Any:
     """The shipped SB3 model for a profile, checked against the shipped profile's hash."""
-    from agents.train_lib import _algo_class
+    from agents.export import load_run_model, read_env_kwargs
     from system.profiles import load_profile
 
     d = default_policy_dir(model)
     if not (d / "model.zip").is_file():
         raise QsplitInputError(f"model: no shipped policy for {model!r} under {POLICY_ROOT}")
-    meta = json.loads((d / "qsplit.json").read_text())
-    if meta["profile_sha256"] != load_profile(model).sha256():
+    sha = read_env_kwargs(d)["profile_sha256"]
+    if sha != load_profile(model).sha256():
         raise QsplitInputError(
             f"model: the shipped policy for {model!r} was trained on another version of the "
-            f"profile (sha256 {meta['profile_sha256'][:12]}...); retrain it ({d / 'command.txt'})")
-    return _algo_class(meta.get("algo", "ppo")).load(d / "model.zip", device="cpu")
+            f"profile (sha256 {sha[:12]}...); retrain it ({d / 'command.txt'})")
+    return load_run_model(d)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ ignores.
 
 Run folder (rl-zoo layout): ``<log-folder>/<algo>/<env_id>_<n>/`` holding ``config.yml``,
 ``command.txt``, ``model.zip``, ``best_model.zip`` (lowest held-out regret seen),
-``qsplit.json`` (encoder, codec, profile hash, scenario: what an exporter needs),
+``env_kwargs.json`` (the env's resolved arguments: profile name and hash, bits, mode, reward
+options, scenario, encoder; what export and evaluation rebuild),
 ``evaluations.json`` (the learning curve), ``bc.json`` (imitation losses), ``checkpoints/``
 and ``tb/`` (TensorBoard, scalars under ``qsplit/``). No VecNormalize: observations are
 normalised by the encoder's fixed formulas, so no statistics pickle is ever needed.
@@ -17,13 +18,14 @@ normalised by the encoder's fixed formulas, so no statistics pickle is ever need
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import re
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -194,27 +196,77 @@ def _yamlable(x: Any) -> Any:
 
 # ----------------------------------------------------------------------------- training
 
+def _flag(*flags: str, help: str, **argparse_kw: Any) -> dict[str, Any]:
+    """A :class:`TrainArgs` field's command-line flag: names, help, argparse's choices."""
+    return {"flags": flags, "help": help, **argparse_kw}
+
+
 @dataclass
 class TrainArgs:
-    """What train.py's command line gives (rl-zoo flag names in train.py)."""
+    """train.py's settings; its command line is generated from these fields (:func:`train_parser`).
 
-    algo: str = "ppo"
-    env: str = "QuantSplit-v0"
-    n_timesteps: int = -1
-    seed: int = -1
-    conf_file: str = "configs/ppo.yml"
-    env_kwargs: dict[str, Any] | None = None
-    hyperparams: dict[str, Any] | None = None
-    tensorboard_log: str = ""
-    log_folder: str = "runs"
-    trained_agent: str = ""
-    save_freq: int = -1
-    eval_freq: int = 0             # 0: the config's; < 0: only at start and end
-    num_threads: int = -1          # torch threads; <= 0: 1
-    vec_env: str = "dummy"
-    progress: bool = False
-    verbose: int = 1
-    argv: tuple[str, ...] = ()
+    Flag spellings are rl-baselines3-zoo's train.py's. A ``key:value`` flag
+    (``kv=True``) is parsed by :func:`parse_kv` into a dict.
+    """
+
+    algo: str = field(default="ppo", metadata=_flag("--algo", help="RL algorithm", choices=ALGOS))
+    env: str = field(default="QuantSplit-v0", metadata=_flag("--env", help="environment id"))
+    n_timesteps: int = field(default=-1, metadata=_flag(
+        "-n", "--n-timesteps", help="PPO env steps (default: the config's n_timesteps)"))
+    seed: int = field(default=-1, metadata=_flag("--seed", help="random seed (< 0: draw one)"))
+    conf_file: str = field(default="configs/ppo.yml", metadata=_flag(
+        "-conf", "--conf-file", help="hyperparameter YAML (rl-zoo schema)"))
+    env_kwargs: dict[str, Any] | None = field(default=None, metadata=_flag(
+        "--env-kwargs", kv=True, help="env keyword arguments, key:value (e.g. model:digits_cnn)"))
+    hyperparams: dict[str, Any] | None = field(default=None, metadata=_flag(
+        "-params", "--hyperparams", kv=True,
+        help="override hyperparameters, key:value (e.g. learning_rate:1e-4)"))
+    tensorboard_log: str = field(default="", metadata=_flag(
+        "-tb", "--tensorboard-log", help="TensorBoard folder (default: <run folder>/tb)"))
+    log_folder: str = field(default="runs", metadata=_flag(
+        "-f", "--log-folder", help="where run folders go"))
+    trained_agent: str = field(default="", metadata=_flag(
+        "-i", "--trained-agent", help="model .zip to resume from"))
+    save_freq: int = field(default=-1, metadata=_flag(
+        "--save-freq", help="checkpoint every n env steps (< 0: none)"))
+    eval_freq: int = field(default=0, metadata=_flag(
+        "--eval-freq", help="held-out regret every n env steps (0: the config's; < 0: start/end)"))
+    num_threads: int = field(default=-1, metadata=_flag(
+        "--num-threads", help="torch threads (<= 0: one, fastest here)"))
+    vec_env: str = field(default="dummy", metadata=_flag(
+        "--vec-env", help="vectorised env class", choices=("dummy", "subproc")))
+    progress: bool = field(default=False, metadata=_flag(
+        "-P", "--progress", help="show a progress bar"))
+    verbose: int = field(default=1, metadata=_flag(
+        "--verbose", help="0: quiet, 1: progress lines, 2: SB3's log too", choices=(0, 1, 2)))
+    argv: tuple[str, ...] = ()     # the command as run, for command.txt
+
+
+def train_parser(description: str = "") -> argparse.ArgumentParser:
+    """train.py's argument parser, one flag per :class:`TrainArgs` field that names flags."""
+    p = argparse.ArgumentParser(description=description)
+    for f in fields(TrainArgs):
+        meta = dict(f.metadata)
+        if not meta:
+            continue
+        flags = meta.pop("flags")
+        if meta.pop("kv", False):
+            meta["nargs"] = "+"
+        elif isinstance(f.default, bool):
+            meta["action"] = "store_true"
+        else:
+            meta["type"] = type(f.default)
+        p.add_argument(*flags, dest=f.name, default=f.default, **meta)
+    return p
+
+
+def parse_train_args(argv: list[str], prog: str = "train.py", description: str = "") -> TrainArgs:
+    """The :class:`TrainArgs` of a command line (``key:value`` flags parsed by :func:`parse_kv`)."""
+    values = vars(train_parser(description).parse_args(argv))
+    for f in fields(TrainArgs):
+        if f.metadata.get("kv") and values[f.name] is not None:
+            values[f.name] = parse_kv(values[f.name], f.metadata["flags"][0])
+    return TrainArgs(**values, argv=(prog, *argv))
 
 
 def train(args: TrainArgs) -> Path:
@@ -234,9 +286,9 @@ def train(args: TrainArgs) -> Path:
         save_model_atomic,
     )
     from agents.evaluation import evaluate_actions, pool_masks, predict_actions
+    from agents.export import write_env_kwargs
     from envs.pool import build_pool
     from envs.quantsplit import QuantSplitEnv
-    from system.codec import ObservationEncoder
 
     if args.algo not in ALGOS:
         raise QsplitInputError(f"--algo: {args.algo!r} is not one of {list(ALGOS)}")
@@ -263,10 +315,10 @@ def train(args: TrainArgs) -> Path:
     say = print if args.verbose else (lambda *a, **k: None)
     say(f"[qsplit] run folder {run}", flush=True)
 
-    # The env (once, to resolve model and scenario), then the pools it needs.
+    # The env (once, to resolve and record its arguments), then the pools it needs.
     probe = QuantSplitEnv(**env_kwargs)
-    profile, scenario = probe.profile, probe.scenario
-    encoder = env_kwargs.get("encoder") or ObservationEncoder()
+    write_env_kwargs(run, probe)
+    profile, scenario, encoder = probe.profile, probe.scenario, probe.encoder
     cache = opts.pool_cache or str(Path(args.log_folder) / "pools")
     t0 = time.perf_counter()
     train_pool = build_pool(profile, scenario, opts.train_pool, seed, encoder,
@@ -275,11 +327,6 @@ def train(args: TrainArgs) -> Path:
                            probe.codec.bits, cache, opts.pool_workers)
     say(f"[qsplit] pools: {len(train_pool)} training, {len(eval_pool)} held-out requests "
         f"solved in {time.perf_counter() - t0:.1f} s", flush=True)
-    atomic_write_text(run / "qsplit.json", json.dumps({
-        "model": profile.name, "profile_sha256": profile.sha256(),
-        "scenario": scenario.to_dict(), "encoder": encoder.to_json(),
-        "codec": probe.codec.to_json(), "mode": probe.mode, "algo": args.algo}, indent=1))
-
     vec_cls = SubprocVecEnv if args.vec_env == "subproc" else DummyVecEnv
     vec = make_vec_env(args.env, n_envs=meta["n_envs"], seed=seed, vec_env_cls=vec_cls,
                        env_kwargs={"render_mode": None, **env_kwargs, "pool": train_pool})
@@ -303,9 +350,9 @@ def train(args: TrainArgs) -> Path:
                     model, eval_pool.obs, masks), mode=probe.mode, figures=False)
                 curve.append({"epoch": ep + 1, "loss": loss,
                               "wall_s": round(time.perf_counter() - t0, 2),
-                              **{k: m[k] for k in ("mean_regret", "p95_regret",
+                              **{k: m[k] for k in ("regret_mean", "regret_p95",
                                                    "repair_rate", "cut_accuracy")}})
-                msg += f", held-out mean regret {m['mean_regret']:.4%}"
+                msg += f", held-out mean regret {m['regret_mean']:.4%}"
             say(msg, flush=True)
 
         masks = pool_masks(profile, eval_pool) if args.algo == "ppo_mask" else None

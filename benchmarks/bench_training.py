@@ -8,10 +8,10 @@ same scenario with a seed used nowhere in training or model selection, runs the 
 deterministically (repair mode, as the env and the runtime execute it) and prints, as its
 last line, one JSON object:
 
-    model, steps (PPO env steps), wall_s (training: pools + imitation + PPO), mean_regret,
-    p95_regret, violations, repair_rate (regret of a request = its cost / optimal cost - 1),
-    and context: checkpoint, train_pool, bc_epochs, held_out, eval_s, mean latency, energy
-    and payload reduction.
+    model, steps (PPO env steps), wall_s (training: pools + imitation + PPO), regret_mean,
+    regret_p95, regret_max, violations, repair_rate (regret of a request = its cost / optimal
+    cost - 1), and context: checkpoint, train_pool, bc_epochs, held_out, eval_s, mean
+    latency, energy and payload reduction.
 
 The learning curve (held-out validation regret against imitation epochs, then against PPO
 steps) goes to docs/img/learning_curve.png; the JSON also to ``<run>/bench.json``, which
@@ -66,11 +66,11 @@ def plot_curve(run: Path, out: Path, test: dict, title: str, plain: Path | None 
             (axes[0], [r["epoch"] for r in bc], bc, "imitation epoch (optimizer as teacher)"),
             (axes[1], [r["steps"] for r in evals], evals, "PPO env steps (after imitation)")):
         if rows:
-            ax.plot(xs, [100 * r["mean_regret"] for r in rows], "o-", label="mean regret")
-            ax.plot(xs, [100 * r["p95_regret"] for r in rows], "s--", label="p95 regret")
+            ax.plot(xs, [100 * r["regret_mean"] for r in rows], "o-", label="mean regret")
+            ax.plot(xs, [100 * r["regret_p95"] for r in rows], "s--", label="p95 regret")
         if plain is not None and ax is axes[1]:
             pe = json.loads((plain / "evaluations.json").read_text())
-            ax.plot([r["steps"] for r in pe], [100 * r["mean_regret"] for r in pe], "^-",
+            ax.plot([r["steps"] for r in pe], [100 * r["regret_mean"] for r in pe], "^-",
                     color="tab:red", label="mean regret, PPO without imitation")
         ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="target: mean 1%")
         ax.set_xlabel(xlabel)
@@ -79,7 +79,7 @@ def plot_curve(run: Path, out: Path, test: dict, title: str, plain: Path | None 
     axes[0].set_yscale("log")
     axes[1].legend(loc="upper right", fontsize=8)
     fig.suptitle(f"{title}: test on {test['held_out']} held-out requests: mean "
-                 f"{100 * test['mean_regret']:.2f}%, p95 {100 * test['p95_regret']:.2f}%, "
+                 f"{100 * test['regret_mean']:.2f}%, p95 {100 * test['regret_p95']:.2f}%, "
                  f"{test['violations']} violations", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     bc = json.loads((run / "bc.json").read_text()) if (run / "bc.json").is_file() else {}
     out = {
         "model": a.model, "steps": int(cfg_steps), "wall_s": round(wall_s, 1),
-        "mean_regret": round(m["mean_regret"], 6), "p95_regret": round(m["p95_regret"], 6),
+        "regret_mean": round(m["regret_mean"], 6), "regret_p95": round(m["regret_p95"], 6),
         "violations": m["violations"], "repair_rate": round(m["repair_rate"], 4),
-        "max_regret": round(m["max_regret"], 6), "cut_accuracy": round(m["cut_accuracy"], 4),
+        "regret_max": round(m["regret_max"], 6), "cut_accuracy": round(m["cut_accuracy"], 4),
         "mean_latency_s": round(m["mean_latency_s"], 6),
         "mean_energy_j": round(m["mean_energy_j"], 6),
         "mean_payload_reduction": round(m["mean_payload_reduction"], 4),

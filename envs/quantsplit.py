@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.pool import RequestPool
-from system.accuracy import FEAS_TOL_PP
+from system.accuracy import is_feasible
 from system.bits import DEFAULT_BITS, check_bit_set
 from system.codec import ActionCodec, ObservationEncoder
 from system.cost import UnitTables, evaluate_arrays, unit_tables
@@ -106,7 +106,11 @@ class QuantSplitEnv(gym.Env):
       exactly if the reward did not already; always there with the optimal reference).
     * ``pool``: an :class:`envs.pool.RequestPool` to draw requests from, with their optima
       precomputed (training speed); it must match the model, bits and encoder.
-    * ``encoder``: an :class:`~system.codec.ObservationEncoder` (default features).
+    * ``encoder``: an :class:`~system.codec.ObservationEncoder` or its JSON form (default
+      features).
+
+    :meth:`resolved_kwargs` gives these arguments as JSON, resolved (the scenario as data, the
+    encoder's features, the bits), with the profile's hash: what rebuilds the same env.
 
     ``info`` after a step: latency_s, energy_j, cost, drop_pp, eps_pp, payload_reduction,
     plan (a :class:`~system.plan.Plan`), repaired, violation (penalty mode: infeasible plan
@@ -127,10 +131,12 @@ class QuantSplitEnv(gym.Env):
                  reward_reference: str = "optimal", reward_scale: str = "log",
                  penalty: float = 1.0,
                  compute_regret: bool = False, bits: tuple[int, ...] | list[int] = DEFAULT_BITS,
-                 pool: RequestPool | None = None, encoder: ObservationEncoder | None = None,
+                 pool: RequestPool | None = None,
+                 encoder: ObservationEncoder | dict | None = None,
                  render_mode: str | None = None) -> None:
         super().__init__()
         self.profile = model if isinstance(model, ModelProfile) else load_profile(model)
+        self._model_arg = self.profile.name if isinstance(model, ModelProfile) else str(model)
         self.scenario = load_scenario(scenario)
         if mode not in MODES:
             raise QsplitInputError(f"mode: {mode!r} is not one of {list(MODES)}")
@@ -147,7 +153,8 @@ class QuantSplitEnv(gym.Env):
         self.compute_regret = bool(compute_regret)
         self.render_mode = render_mode
         self.codec = ActionCodec(self.profile.n_units, check_bit_set("bits", list(bits)))
-        self.encoder = encoder or ObservationEncoder()
+        self.encoder = ObservationEncoder.from_json(encoder) if isinstance(encoder, dict) \
+            else encoder or ObservationEncoder()
         if pool is not None and (pool.obs.shape[1] != self.encoder.n_features
                                  or pool.opt_action.shape[1] != self.profile.n_units + 2):
             raise QsplitInputError("pool: built for another model or encoder than this env's")
@@ -191,7 +198,7 @@ class QuantSplitEnv(gym.Env):
         req, T = self._req, self.tables()
         self.codec.decode_arrays(action)                    # validates the ranges
         res = execute_action(T, req.eps_pp, action, repair=self.mode == "repair")
-        violation = res.drop_pp > req.eps_pp + FEAS_TOL_PP
+        violation = not is_feasible(res.drop_pp, req.eps_pp)
         cuts, wb, ab = plans_to_arrays([res.plan], self.profile.n_units)
         fig = evaluate_arrays(self.profile, req, cuts, wb, ab)
         cost = float(fig.cost[0])
@@ -255,6 +262,19 @@ class QuantSplitEnv(gym.Env):
             self._opt_cost = solve(self.profile, self._req, self.codec.bits,
                                    tables=self.tables()).cost
         return self._opt_cost
+
+    def resolved_kwargs(self) -> dict[str, Any]:
+        """The arguments that rebuild this env, as JSON, with ``profile_sha256`` beside them.
+
+        ``model`` is the name or path it was given (a profile object by its name); the
+        hash lets a reader refuse a profile that changed since. Pool, regret and rendering
+        are left out: they change neither the observation, the action nor the reward.
+        """
+        return {"model": self._model_arg, "profile_sha256": self.profile.sha256(),
+                "bits": list(self.codec.bits), "mode": self.mode,
+                "reward_reference": self.reward_reference, "reward_scale": self.reward_scale,
+                "penalty": self.penalty, "scenario": self.scenario.to_dict(),
+                "encoder": self.encoder.to_json()}
 
     def action_masks(self) -> np.ndarray:
         """Options that can be in a feasible plan, flat over the MultiDiscrete dimensions."""

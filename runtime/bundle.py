@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +41,24 @@ from system.errors import QsplitInputError, check_keys
 from system.profiles import ModelProfile, profile_from_dict
 
 BUNDLE_FORMAT = "qsplit-policy-bundle/1"
-#: The qsplit version this runtime is (pyproject.toml's; a test keeps them equal). A bundle
-#: loads only if its qsplit major.minor equals this one's.
-QSPLIT_VERSION = "0.1.0"
+
+
+def _installed_version() -> str:
+    """The installed package's version (pyproject.toml's, through its metadata).
+
+    Bundles record it and are checked against it, so a tree that is not installed has no
+    version to speak: it is refused with the command that installs it.
+    """
+    try:
+        return metadata.version("qsplit")
+    except metadata.PackageNotFoundError:
+        raise ImportError("qsplit is not installed, so its version is unknown: run "
+                          "`pip install -e .` (or `make setup`) in the source tree") from None
+
+
+#: The qsplit version this runtime is. A bundle loads only if its qsplit major.minor equals
+#: this one's.
+QSPLIT_VERSION = _installed_version()
 #: Env ids (with their versions) whose policies this runtime reproduces.
 SUPPORTED_ENVS: dict[str, int] = {"QuantSplit-v0": 0}
 CONTRACT_FILE = "contract.json"

@@ -27,7 +27,7 @@ pytest.importorskip("gymnasium")
 from sb3_contrib import MaskablePPO  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 
-from agents.export import export_model, numpy_logits  # noqa: E402
+from agents.export import export_model, numpy_logits, write_env_kwargs  # noqa: E402
 from envs.quantsplit import QuantSplitEnv  # noqa: E402
 from runtime import Dispatcher, load_bundle  # noqa: E402
 from runtime.bundle import SUMS_FILE  # noqa: E402
@@ -182,7 +182,7 @@ def test_export_command_on_a_run_folder(tmp_path: Path, prof: ModelProfile,
     model.save(run / "model.zip")
     prof_file = tmp_path / "rand12.json"
     prof.save(prof_file)
-    (run / "env_kwargs.yml").write_text(f"model: {prof_file}\nmode: repair\n")
+    write_env_kwargs(run, QuantSplitEnv(model=str(prof_file)))
     out = subprocess.run([sys.executable, "-m", "agents.export", "--run", str(run), "--out",
                           str(tmp_path / "bundle")], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -201,31 +201,33 @@ def test_export_command_on_a_run_folder(tmp_path: Path, prof: ModelProfile,
 
 def test_export_of_a_train_py_run_folder(tmp_path: Path, prof: ModelProfile,
                                          env: QuantSplitEnv) -> None:
-    """train.py's layout: config.yml (env_kwargs) and qsplit.json (model, hash, encoder...)."""
-    from agents.export import export_run, read_env_kwargs
+    """train.py's layout: env_kwargs.json (the env's resolved arguments) beside model.zip."""
+    from agents.export import ENV_KWARGS_FILE, export_run, read_env_kwargs
     prof_file = tmp_path / "rand12.json"
     prof.save(prof_file)
     run = tmp_path / "ppo_mask" / "QuantSplit-v0_1"
     run.mkdir(parents=True)
     model = make_model(env, "maskable", seed=13)
     model.save(run / "model.zip")
-    (run / "config.yml").write_text(
-        f"algo: ppo_mask\nenv_id: QuantSplit-v0\nenv_kwargs:\n  model: {prof_file}\n"
-        "  scenario: default\n")
-    info = {"model": prof.name, "profile_sha256": prof.sha256(),
-            "scenario": load_scenario("default").to_dict(), "encoder": env.encoder.to_json(),
-            "codec": env.codec.to_json(), "mode": "repair", "algo": "ppo_mask"}
-    (run / "qsplit.json").write_text(json.dumps(info))
+    with pytest.raises(QsplitInputError, match=ENV_KWARGS_FILE):
+        export_run(run, tmp_path / "bundle")
+    write_env_kwargs(run, QuantSplitEnv(model=str(prof_file), reward_reference="server_only"))
     kw = read_env_kwargs(run)
     assert kw["model"] == str(prof_file) and kw["bits"] == list(env.codec.bits)
+    assert kw["profile_sha256"] == prof.sha256() and kw["encoder"] == env.encoder.to_json()
     b = export_run(run, tmp_path / "bundle")
     d = Dispatcher.load(b)
     assert d.bundle.masking == "feasible_options"
     assert d.bundle.contract["source"]["algo_name"] == "ppo_mask"
+    assert d.bundle.contract["env"]["kwargs"] == {k: kw[k] for k in ("bits", "mode", "model",
+                                                                     "scenario")}
     reqs = requests(200, seed=14)
     assert [d.decide(r) for r in reqs] == sb3_plans(model, env, reqs)
-    (run / "qsplit.json").write_text(json.dumps({**info, "profile_sha256": "f" * 64}))
+    (run / ENV_KWARGS_FILE).write_text(json.dumps({**kw, "profile_sha256": "f" * 64}))
     with pytest.raises(QsplitInputError, match="profile changed since training"):
+        export_run(run, tmp_path / "bundle2")
+    (run / ENV_KWARGS_FILE).write_text(json.dumps({**kw, "modle": "x"}))
+    with pytest.raises(QsplitInputError, match="modle"):
         export_run(run, tmp_path / "bundle2")
 
 
@@ -275,7 +277,7 @@ def test_committed_bundle_parity(model_name: str, run: Path, n: int) -> None:
     d = Dispatcher.load(model=model_name)
     model = load_run_model(run)
     kw = read_env_kwargs(run)
-    env = QuantSplitEnv(model=d.profile, scenario=kw.get("scenario", "default"),
+    env = QuantSplitEnv(model=d.profile, scenario=kw["scenario"], encoder=kw["encoder"],
                         reward_reference="server_only", bits=d.bits)
     reqs = requests(n, seed=13)
     want = sb3_plans(model, env, reqs)
@@ -283,3 +285,15 @@ def test_committed_bundle_parity(model_name: str, run: Path, n: int) -> None:
     bad = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b]
     assert not bad, f"{len(bad)} of {n} differ, first at {bad[:5]}"
     assert [d.decide(r) for r in reqs[:1000]] == want[:1000]
+
+
+@pytest.mark.parametrize(("model_name", "run"), committed_runs() or [
+    pytest.param(None, None, marks=pytest.mark.skip(reason="no committed policy runs yet"))])
+def test_committed_run_exports_to_the_committed_bundle(tmp_path: Path, model_name: str,
+                                                       run: Path) -> None:
+    from agents.export import export_run
+    out = export_run(run, tmp_path / model_name)
+    committed = bundles_root() / model_name
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in committed.iterdir())
+    for f in out.iterdir():
+        assert f.read_bytes() == (committed / f.name).read_bytes(), f.name

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from agents.policy import (
     BundlePolicy,
@@ -18,7 +16,7 @@ from agents.policy import (
     make_policy,
     split_label,
 )
-from system.accuracy import FEAS_TOL_PP
+from system.accuracy import is_feasible
 from system.baselines import DECIDERS
 from system.codec import ActionCodec, ObservationEncoder
 from system.cost import evaluate_plans
@@ -87,29 +85,20 @@ def test_missing_bundle_is_named(tmp_path: Path, profile_path: Path) -> None:
 
 # ------------------------------------------------------------------ a PPO run
 
-def _make_run(folder: Path, profile_path: Path, maskable: bool) -> Path:
-    """A tiny run folder holding model.zip and the env's arguments as the trainers record them.
-
-    PPO: rl-zoo's ``env_kwargs.yml``; MaskablePPO: the ``qsplit.json`` train.py writes.
-    """
+def _make_run(folder: Path, profile_path: Path, maskable: bool, mode: str = "repair") -> Path:
+    """A tiny run folder holding model.zip and the env's resolved arguments, as train.py writes."""
+    from agents.export import write_env_kwargs
     from envs.quantsplit import QuantSplitEnv
 
     folder.mkdir(parents=True)
-    kwargs = {"model": str(profile_path), "scenario": "default"}
-    env = QuantSplitEnv(**kwargs)
-    if maskable:
-        from sb3_contrib import MaskablePPO
-        model = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0,
-                            policy_kwargs={"net_arch": [16]}, device="cpu")
-        meta = {"model": env.profile.name, "profile_sha256": env.profile.sha256(),
-                "encoder": env.encoder.to_json(), "codec": env.codec.to_json(),
-                "mode": env.mode, "algo": "ppo_mask"}
-        (folder / "qsplit.json").write_text(json.dumps(meta))
-    else:
-        from stable_baselines3 import PPO
-        model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0,
-                    policy_kwargs={"net_arch": [16]}, device="cpu")
-        (folder / "env_kwargs.yml").write_text(yaml.safe_dump(kwargs))
+    env = QuantSplitEnv(model=str(profile_path), scenario="default", mode=mode)
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import PPO
+
+    model = (MaskablePPO if maskable else PPO)(
+        "MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0,
+        policy_kwargs={"net_arch": [16]}, device="cpu")
+    write_env_kwargs(folder, env)
     model.learn(64)
     model.save(folder / "model.zip")
     return folder
@@ -139,7 +128,7 @@ def test_ppo_adapter_is_predict_then_the_envs_repair(ppo_run: Path, profile_path
         res = repair(prof, r, codec.decode(a))
         n_repaired += res.repaired
         assert plan == res.plan
-        assert evaluate_plans(prof, r, [plan]).drop_pp[0] <= r.eps_pp + FEAS_TOL_PP
+        assert is_feasible(evaluate_plans(prof, r, [plan]).drop_pp[0], r.eps_pp)
     assert pol.decide(requests[0]) == plans[0]
     assert pol.decide_batch([]) == []
     assert n_repaired > 0          # an untrained policy proposes infeasible plans: repair runs
@@ -150,20 +139,28 @@ def test_ppo_run_for_another_model_is_refused(ppo_run: Path) -> None:
         make_policy(f"ppo:{ppo_run}", random_profile(6, np.random.default_rng(4), name="other"))
 
 
-def test_maskable_ppo_run(tmp_path: Path, profile_path: Path, requests: list) -> None:
+@pytest.mark.parametrize(("maskable", "mode"), [(True, "repair"), (False, "penalty")])
+def test_ppo_run_decides_as_the_env_steps(tmp_path: Path, profile_path: Path, requests: list,
+                                          maskable: bool, mode: str) -> None:
     from sb3_contrib import MaskablePPO
+    from stable_baselines3 import PPO
 
     from envs.quantsplit import QuantSplitEnv
 
-    run = _make_run(tmp_path / "maskableppo" / "QuantSplit-v0_1", profile_path, maskable=True)
+    run = _make_run(tmp_path / "run" / "QuantSplit-v0_1", profile_path, maskable, mode)
     prof = load_profile(profile_path)
-    plans = make_policy(f"ppo:{run}", prof).decide_batch(requests[:20])
-    model = MaskablePPO.load(run / "model.zip", device="cpu")
-    env = QuantSplitEnv(model=str(profile_path))
-    for r, plan in zip(requests[:20], plans, strict=True):
+    plans = make_policy(f"ppo:{run}", prof).decide_batch(requests)
+    model = (MaskablePPO if maskable else PPO).load(run / "model.zip", device="cpu")
+    env = QuantSplitEnv(model=str(profile_path), mode=mode)
+    infeasible = 0
+    for r, plan in zip(requests, plans, strict=True):
         obs, _ = env.reset(options={"request": r})
-        a, _ = model.predict(obs, deterministic=True, action_masks=env.action_masks())
-        assert plan == env.step(a)[4]["plan"]
+        kw = {"action_masks": env.action_masks()} if maskable else {}
+        a, _ = model.predict(obs, deterministic=True, **kw)
+        info = env.step(a)[4]
+        assert plan == info["plan"]
+        infeasible += info["violation"]
+    assert mode == "repair" or infeasible > 0      # penalty mode: infeasible plans stay
 
 
 def test_bundle_adapter_matches_the_dispatcher(ppo_run: Path, profile_path: Path,

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from agents.train_lib import TrainArgs, parse_kv, safe_eval, train
+from agents.train_lib import TrainArgs, parse_kv, parse_train_args, safe_eval, train, train_parser
+from envs.quantsplit import QuantSplitEnv
 from system.errors import QsplitInputError
 from system.profiles import builtin_profile_names
+from system.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -51,7 +53,7 @@ def test_train_py_smoke_run_and_resume(tmp_path: Path, tiny_conf: Path) -> None:
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "logs" / "ppo" / "QuantSplit-v0_1"
-    for name in ("config.yml", "command.txt", "model.zip", "best_model.zip", "qsplit.json",
+    for name in ("config.yml", "command.txt", "model.zip", "best_model.zip", "env_kwargs.json",
                  "evaluations.json", "bc.json"):
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
@@ -60,12 +62,17 @@ def test_train_py_smoke_run_and_resume(tmp_path: Path, tiny_conf: Path) -> None:
     assert not list(run.rglob(".*.tmp*"))
     cfg = yaml.safe_load((run / "config.yml").read_text())
     assert cfg["seed"] == 3 and cfg["env_kwargs"]["model"] == "toy3"
+    kw = json.loads((run / "env_kwargs.json").read_text())
+    rebuilt = QuantSplitEnv(**{k: v for k, v in kw.items() if k != "profile_sha256"})
+    assert rebuilt.resolved_kwargs() == kw
+    assert kw["model"] == "toy3" and kw["profile_sha256"] == rebuilt.profile.sha256()
+    assert kw["scenario"] == load_scenario("default").to_dict()
     assert "train.py" in (run / "command.txt").read_text()
     curve = json.loads((run / "evaluations.json").read_text())
     assert curve[0]["steps"] == 0 and curve[-1]["steps"] >= 256
     assert all(r["violations"] == 0 for r in curve)
     tb = (run / "tb" / "progress.csv").read_text().splitlines()[0]
-    for key in ("qsplit/mean_regret", "qsplit/repair_rate", "qsplit/mean_latency_s",
+    for key in ("qsplit/regret_mean", "qsplit/repair_rate", "qsplit/mean_latency_s",
                 "qsplit/mean_energy_j", "qsplit/mean_payload_reduction"):
         assert key in tb
 
@@ -74,8 +81,8 @@ def test_train_py_smoke_run_and_resume(tmp_path: Path, tiny_conf: Path) -> None:
 
     from agents.publish import publish
 
-    dest = publish(run, "toy3", dest=tmp_path / "policy", metrics={"mean_regret": 0.0})
-    for name in ("model.zip", "qsplit.json", "config.yml", "command.txt", "metrics.json"):
+    dest = publish(run, "toy3", dest=tmp_path / "policy", metrics={"regret_mean": 0.0})
+    for name in ("model.zip", "env_kwargs.json", "config.yml", "command.txt", "metrics.json"):
         assert (dest / name).is_file(), name
     assert (dest / "model.zip").stat().st_size < (run / "best_model.zip").stat().st_size
     obs = np.random.default_rng(0).uniform(-1, 1, (32, 21)).astype(np.float32)
@@ -153,6 +160,26 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, tiny_conf: Path) -> Non
     out = subprocess.run([*base, str(tmp_path / "bad.yml")], capture_output=True, text=True,
                          env=_env(), timeout=120, cwd=ROOT)
     assert out.returncode == 2 and "pool_size" in out.stderr
+
+
+def test_flags_are_generated_from_train_args() -> None:
+    assert parse_train_args([]) == TrainArgs(argv=("train.py",))
+    argv = ["--algo", "ppo_mask", "-n", "512", "--seed", "4", "-conf", "c.yml",
+            "--env-kwargs", "model:toy3", "mode:penalty", "-params", "learning_rate:1e-4",
+            "-tb", "tb", "-f", "logs", "-i", "m.zip", "--save-freq", "64", "--eval-freq", "-1",
+            "--num-threads", "2", "--vec-env", "subproc", "-P", "--verbose", "0"]
+    assert parse_train_args(argv, "x.py") == TrainArgs(
+        algo="ppo_mask", n_timesteps=512, seed=4, conf_file="c.yml",
+        env_kwargs={"model": "toy3", "mode": "penalty"}, hyperparams={"learning_rate": 1e-4},
+        tensorboard_log="tb", log_folder="logs", trained_agent="m.zip", save_freq=64,
+        eval_freq=-1, num_threads=2, vec_env="subproc", progress=True, verbose=0,
+        argv=("x.py", *argv))
+    long_flags = {a.dest: a.option_strings[-1] for a in train_parser()._actions}
+    assert long_flags["conf_file"] == "--conf-file" and long_flags["trained_agent"] == "--trained-agent"
+    with pytest.raises(SystemExit):
+        parse_train_args(["--algo", "dqn"])
+    with pytest.raises(QsplitInputError, match="-params"):
+        parse_train_args(["-params", "learning_rate"])
 
 
 def test_config_expressions_are_evaluated_safely() -> None:
