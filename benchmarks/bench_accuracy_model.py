@@ -6,7 +6,8 @@ held-out digits), draws fresh random mixed plans (cut uniform in 1..L, every wei
 the activation width uniform from {2,3,4,6,8,16,32}; kept when the predicted drop is within
 0.1-5 pp — the budgets that matter — plus some predicted at 5-8 pp), measures each plan's
 top-1 drop on the *validation* half (mean over stochastic-rounding seeds, see
-profiling/calibrate.py) and compares with the prediction of the additive law of DESIGN.md §1.
+profiling/chain.py) and compares with the prediction of the additive law of DESIGN.md §1
+(``system.accuracy``).
 
 Prints, as its last line, one JSON object:
   plans      number of validation plans (in range + beyond)
@@ -84,9 +85,11 @@ def main() -> int:
     import torch
 
     from profiling.calibrate import validate_digits
+    from profiling.safety import safe_rate
+    from system.profiles import load_profile_file
 
     torch.set_num_threads(1)  # one thread: faster than two on a shared 2-core machine
-    profile = json.loads((ROOT / "system" / "data" / "profiles" / "digits_cnn.json").read_text())
+    profile = load_profile_file(ROOT / "system" / "data" / "profiles" / "digits_cnn.json")
     res = validate_digits(
         profile, n_in_range=args.plans, n_beyond=args.beyond, n_seeds=args.seeds,
         seed=args.seed, rtn=not args.no_rtn,
@@ -96,15 +99,13 @@ def main() -> int:
     pred, meas = res["pred"], res["meas"]
     print(f"validation plans: {m['plans']} ({m['plans_in_range']} predicted in 0.1-5 pp), "
           f"{m['seeds_per_plan']} rounding seeds each, {m['val_images']} validation images x 3 "
-          f"positions; safety factor k = {profile['provenance']['safety_factor']['k']}")
+          f"positions; safety factor k = {profile.provenance['safety_factor']['k']}")
     for b in (0.5, 1.0, 2.0):
         ok = pred <= b
         print(f"  budget {b:>3} pp: {int(ok.sum()):>3} plans predicted within, "
               f"{int((meas[ok] > b).sum())} measured over")
     # what-if (diagnostic only, not used anywhere): the same measurements against the
     # predictions scaled by s, i.e. a different safety factor k * s
-    from profiling.calibrate import safe_rate
-
     lo, hi = m["in_range_pp"]                # the range mae_pp is taken over
     inside = (pred >= lo) & (pred <= hi)
     whatif = []

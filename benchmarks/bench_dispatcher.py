@@ -13,8 +13,8 @@ On requests drawn from the default scenario, one at a time (wall clock per call,
   fraction: 0.002 is 0.2%) over the optimizer's requests;
 * ``breakdown_us``: where the time of one decision goes, warm (the best of repeated calls on
   one request, median over 200 requests): ``features``, ``forward`` (the MLP), ``decide``
-  on requests the guard passes, and the pieces of a repair: ``to_request``,
-  ``unit_tables``, ``repair_indices``.
+  on requests the guard passes, and the pieces of a repair: ``unit_tables``,
+  ``repair_indices``.
 
 The last line printed is one JSON object. Timings depend on the machine and its load (the
 JSON records the load average); run it on an idle machine.
@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from runtime import Dispatcher
 from runtime import features as rf
 from runtime.dispatcher import DEFAULT_MODEL
-from system.cost import evaluate_plans, unit_tables
+from system.cost import drop_limit_pp, evaluate_plans, unit_tables
+from system.fields import WIDTH_FIELDS
 from system.optimal import solve
 from system.repair import repair_indices
 from system.scenario import load_scenario, sample_requests
@@ -83,22 +84,19 @@ def _warm_us(fn: Callable[..., Any], *args: Any, number: int = 50) -> float:
 def breakdown(d: Dispatcher, reqs: list) -> dict[str, float]:
     """Median warm cost of each step of a decision and of a repair (see the docstring)."""
     rows: dict[str, list[float]] = {k: [] for k in (
-        "features", "forward", "decide", "to_request", "unit_tables", "repair_indices")}
+        "features", "forward", "decide", "unit_tables", "repair_indices")}
     for r in reqs:
-        t = rf.from_request(r)
-        feats = d._feat_req(r)
-        rows["features"].append(_warm_us(d._feat_req, r))
-        rows["forward"].append(_warm_us(d._forward, feats))
-        p, w, a, _ = d._policy(t)
+        feats = d._features_of_request(r)
+        rows["features"].append(_warm_us(d._features_of_request, r))
+        rows["forward"].append(_warm_us(d.net.forward, feats))
+        cut, w, a = d._policy(feats, drop_limit_pp(r.eps_pp))
         if d.decide_detailed(r).path == "policy":
             rows["decide"].append(_warm_us(d.decide, r))
             continue
-        req = rf.to_request(t)
-        T = unit_tables(d.profile, req, d.bits)
+        T = unit_tables(d.profile, r, d.bits)
         wi = np.asarray(w, dtype=np.int64)
-        rows["to_request"].append(_warm_us(rf.to_request, t, number=20))
-        rows["unit_tables"].append(_warm_us(unit_tables, d.profile, req, d.bits, number=20))
-        rows["repair_indices"].append(_warm_us(repair_indices, T, r.eps_pp, p, wi, a,
+        rows["unit_tables"].append(_warm_us(unit_tables, d.profile, r, d.bits, number=20))
+        rows["repair_indices"].append(_warm_us(repair_indices, T, r.eps_pp, cut, wi, a,
                                                 number=20))
     return {k: round(float(np.median(v)), 2) for k, v in rows.items() if v}
 
@@ -120,8 +118,8 @@ def main() -> None:
     prof = d.profile
     rng = np.random.default_rng(args.seed)
     reqs = sample_requests(load_scenario(args.scenario), rng, args.requests)
-    dicts = [{**{f: getattr(r, f) for f in rf.SCALAR_FIELDS}, "dev_kappa": list(r.dev_kappa)}
-             for r in reqs]
+    dicts = [{**{f: getattr(r, f) for f in rf.SCALAR_FIELDS},
+              **{f.name: list(getattr(r, f.name)) for f in WIDTH_FIELDS}} for r in reqs]
     for r in reqs[:200]:                                  # warm-up
         d.decide(r)
         dr.decide(r)

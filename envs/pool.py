@@ -1,9 +1,10 @@
 """A pool of requests with their encoded observations and exact optima.
 
-Computing the optimum costs about 1.5 ms per request, as much as a PPO step on this machine,
-so training draws episodes from a pool built once (with the optimal cost for the reward and
-the optimal action for imitation), and evaluation uses a held-out pool with another seed.
-numpy only; a pool saves to and loads from ``.npz`` (no pickle), keyed by what built it.
+Computing the optimum costs about a millisecond per request (benchmarks/bench_optimizer.py),
+more than a PPO step, so training draws episodes from a pool built once (with the optimal
+cost for the reward and the optimal action for imitation), and evaluation uses a held-out
+pool with another seed. numpy only; a pool saves to and loads from ``.npz`` (no pickle),
+keyed by what built it.
 """
 
 from __future__ import annotations
@@ -15,18 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from system.bits import DEFAULT_BITS, KERNEL_WIDTHS
-from system.codec import ActionCodec, ObservationEncoder, request_arrays
+from system.bits import DEFAULT_BITS
+from system.codec import ActionCodec, ObservationEncoder
 from system.cost import unit_tables
 from system.errors import QsplitInputError
+from system.fields import LABELS
 from system.optimal import solve
 from system.profiles import ModelProfile
-from system.request import Request
+from system.request import Request, request_arrays, requests_from_arrays
 from system.scenario import Scenario, sample_requests
-
-_ARRAY_FIELDS = ("dev_flops_per_s", "p_comp_w", "p_tx_w", "p_rx_w", "p_idle_w",
-                 "srv_flops_per_s", "srv_load", "up_bps", "down_bps", "rtt_s", "eps_pp",
-                 "beta_s_per_j", "reuse")
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,12 +72,10 @@ class RequestPool:
         """Write the pool as .npz (atomically)."""
         from system.atomic import atomic_write_bytes, npz_bytes
 
-        arr = request_arrays(self.requests)
         atomic_write_bytes(Path(path), npz_bytes({
             "obs": self.obs, "opt_cost": self.opt_cost, "opt_action": self.opt_action,
-            "device": np.array([r.device for r in self.requests]),
-            "server": np.array([r.server for r in self.requests]),
-            **{f: arr[f] for f in (*_ARRAY_FIELDS, "dev_kappa")}}))
+            **{k: np.array([getattr(r, k) for r in self.requests]) for k in LABELS},
+            **request_arrays(self.requests)}))
 
     @classmethod
     def load(cls, path: str | Path, key: str = "") -> RequestPool:
@@ -89,15 +85,11 @@ class RequestPool:
                 z = {k: f[k] for k in f.files}     # NpzFile re-reads a member per access
         except (OSError, ValueError) as exc:
             raise QsplitInputError(f"pool: cannot read {path}: {exc}") from None
-        n = len(z["opt_cost"])
-        kap = z["dev_kappa"].reshape(n, len(KERNEL_WIDTHS))
-        reqs = tuple(
-            Request(**{f: float(z[f][i]) for f in _ARRAY_FIELDS},
-                    dev_kappa=tuple(float(x) for x in kap[i]),
-                    device=str(z["device"][i]), server=str(z["server"][i]))
-            for i in range(n))
-        return cls(requests=reqs, obs=z["obs"], opt_cost=z["opt_cost"],
-                   opt_action=z["opt_action"], key=key)
+        try:
+            return cls(requests=requests_from_arrays(z, z), obs=z["obs"],
+                       opt_cost=z["opt_cost"], opt_action=z["opt_action"], key=key)
+        except KeyError as exc:
+            raise QsplitInputError(f"pool {path}: missing array {exc.args[0]!r}") from None
 
 
 def _build_chunk(args: tuple) -> RequestPool:

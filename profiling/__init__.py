@@ -5,10 +5,15 @@ The planner reads *profiles* (``system/data/profiles/<name>.json``, format
 sensitivities ``sens_w`` / ``sens_a`` of DESIGN.md §1 (drop_pp = sens * (2^b - 1)^-2).
 This package makes them from real networks:
 
-  profiler.py      cut points, MACs (FlopCounterMode), params, out_elems of any traceable
-                   torch.nn.Module; profile JSON validation
+  tracing.py       torch.fx tracing, cut points, per-operation FLOPs and tensor sizes
+  profiler.py      units, MACs, params, out_elems of any traceable torch.nn.Module, and the
+                   planner's profile of it (system.profiles.ModelProfile, its validator)
   digits.py        the digits CNN (sklearn's bundled 8x8 digits), its training and weights
-  calibrate.py     quantizers, one-unit-at-a-time calibration, fit, safety factor, validation
+  quantize.py      the weight and activation quantizers a plan applies
+  chain.py         a network as a chain of units: run a system.plan.Plan, measure its drop
+  calibrate.py     one-unit-at-a-time calibration, fit, the digits CNN's calibration and
+                   validation
+  safety.py        random mixed plans, safe rate, safety factor (system.accuracy's law)
   sensitivity_sources.py   HAWQ-V3 figures (ResNet-18) and the documented proxy law
   architectures.py the shipped ImageNet architecture profiles (torchvision definitions)
 
@@ -25,10 +30,11 @@ Commands (``python -m profiling <command> --help`` for options):
       sensitivities it writes are a *proxy* (``"sensitivity_source": "proxy"``); to measure
       them on your own data, in Python:
         from profiling.profiler import profile_module, split_units
-        from profiling.calibrate import Chain, calibrate
+        from profiling.chain import Chain
+        from profiling.calibrate import calibrate
         prof = profile_module(model, (3, 32, 32))
         cal = calibrate(Chain(split_units(prof), x_heldout, y_heldout))
-        # cal.sens_w / cal.sens_a in pp; then profiler.profile_dict(..., "measured", ...)
+        # cal.sens_w / cal.sens_a in pp; then profiler.model_profile(..., "measured", ...)
 
   train-digits         train the digits CNN (fixed seed, ~30 s on one CPU thread) and write
                        profiling/data/digits_cnn.npz + digits_cnn.json (test accuracy)

@@ -14,19 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import profiling
-from profiling.profiler import validate_profile
-from system.atomic import atomic_write_text
+from system.profiles import ModelProfile, profile_from_dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = REPO_ROOT / "system" / "data" / "profiles"
 
 
-def write_profile(profile: dict[str, Any], path: Path) -> Path:
-    """Validate, then write a profile as indented JSON (file name ``<name>.json`` in a dir)."""
-    validate_profile(profile)
+def write_profile(profile: ModelProfile, path: Path) -> Path:
+    """Validate, then write a profile's JSON form (file name ``<name>.json`` in a directory)."""
+    checked = profile_from_dict(profile.to_dict(), where=f"profile {profile.name}")
     if path.suffix != ".json":
-        path = path / f"{profile['name']}.json"
-    atomic_write_text(path, json.dumps(profile, indent=2) + "\n")
+        path = path / f"{checked.name}.json"
+    checked.save(path)
     return path
 
 
@@ -58,7 +57,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     from profiling import sensitivity_sources as ss
     from profiling.architectures import digits_activation_ratio
-    from profiling.profiler import profile_dict, profile_module
+    from profiling.profiler import model_profile, profile_module
 
     factory = load_factory(args.model)
     kwargs = json.loads(args.kwargs) if args.kwargs else {}
@@ -77,15 +76,15 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
         "profiled": {"gmacs": round(prof.macs / 1e9, 6), "params": prof.params},
         "sensitivity": {**prov_w, **prov_a},
-        "note": "proxy sensitivities: measure them with profiling.calibrate (Chain, calibrate) "
-        "on your own held-out data for a measured profile",
+        "note": "proxy sensitivities: measure them with profiling.calibrate.calibrate on a "
+        "profiling.chain.Chain of your own held-out data for a measured profile",
     }
-    profile = profile_dict(
+    profile = model_profile(
         prof, args.name, sens_w, sens_a, "proxy", args.base_accuracy, provenance, args.input_bits
     )
     path = write_profile(profile, Path(args.out) if args.out else Path(f"{args.name}.json"))
     print(f"{path}: {len(prof.units)} units, {prof.macs / 1e9:.4f} GMACs, {prof.params} params")
-    for u in profile["units"]:
+    for u in profile.to_dict()["units"]:
         print(f"  {u['name']:<28} macs {u['macs']:>12} params {u['params']:>10} "
               f"out_elems {u['out_elems']:>9}")
     return 0
@@ -111,9 +110,9 @@ def _cmd_calibrate_digits(args: argparse.Namespace) -> int:
         log=lambda m: print(m, flush=True),
     )
     path = write_profile(profile, PROFILES_DIR)
-    print(f"{path}: k = {profile['provenance']['safety_factor']['k']}")
-    for u in profile["units"]:
-        print(f"  {u['name']:<8} sens_w {u['sens_w']:8.3f}  sens_a {u['sens_a']:8.3f}")
+    print(f"{path}: k = {profile.provenance['safety_factor']['k']}")
+    for name, sw, sa in zip(profile.unit_names, profile.sens_w, profile.sens_a, strict=True):
+        print(f"  {name:<8} sens_w {sw:8.3f}  sens_a {sa:8.3f}")
     return 0
 
 
@@ -123,8 +122,8 @@ def _cmd_arch_profiles(args: argparse.Namespace) -> int:
     for name in args.names or list(ARCHS):
         profile = arch_profile(name, PROFILES_DIR)
         path = write_profile(profile, PROFILES_DIR)
-        prov = profile["provenance"]
-        print(f"{path}: {len(profile['units'])} units, {prov['profiled']['gmacs']:.3f} GMACs "
+        prov = profile.provenance
+        print(f"{path}: {profile.n_units} units, {prov['profiled']['gmacs']:.3f} GMACs "
               f"(published {prov['published']['gmacs']}), {prov['profiled']['params']} params "
               f"(published {prov['published']['params']})")
     return 0

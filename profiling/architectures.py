@@ -15,12 +15,14 @@ the others; activations by proxy everywhere).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from profiling import sensitivity_sources as ss
-from profiling.profiler import profile_dict, profile_module
+from profiling.profiler import model_profile, profile_module
+from system.profiles import ModelProfile, load_profile_file
 
 ARCHS: dict[str, tuple[str, str]] = {
     # profile name: (torchvision.models builder, weights enum)
@@ -51,19 +53,17 @@ def digits_activation_ratio(profiles_dir: Path) -> float:
     whatever safety factor scales both sensitivities (the unrounded ratio differs in its last
     bits), so recalibrating the digits CNN does not change the ImageNet profiles.
     """
-    import numpy as np
-
     path = profiles_dir / "digits_cnn.json"
     if not path.exists():
         raise ValueError(f"{path} is missing: run `python -m profiling calibrate-digits` first")
-    units = json.loads(path.read_text())["units"]
-    sa = [u["sens_a"] for u in units[:-1]]
-    sw = [u["sens_w"] for u in units if u["sens_w"] > 0]
+    digits = load_profile_file(path)
+    sa = digits.sens_a[:-1]
+    sw = digits.sens_w[digits.sens_w > 0]
     return float(f"{float(np.median(sa) / np.median(sw)):.4g}")
 
 
-def arch_profile(name: str, profiles_dir: Path) -> dict[str, Any]:
-    """Build the profile dict of one architecture (needs torchvision)."""
+def arch_profile(name: str, profiles_dir: Path) -> ModelProfile:
+    """Build the profile of one architecture (needs torchvision)."""
     if name not in ARCHS:
         raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHS)}")
     tv = _torchvision()
@@ -95,7 +95,7 @@ def arch_profile(name: str, profiles_dir: Path) -> dict[str, Any]:
         "note": "sensitivities are not measured here (no ImageNet): "
         + ("HAWQ-V3 published figures, scaled" if hawq else "a proxy law, scaled"),
     }
-    return profile_dict(
+    return model_profile(
         prof,
         name,
         sens_w,

@@ -1,40 +1,17 @@
-"""Quantizers, sensitivity calibration, the safety factor and validation plans.
+"""Sensitivity calibration: measure one unit at a time, fit the law, choose the safety factor.
 
-Why: the planner's accuracy model (DESIGN.md §1) is the additive law
+Why: the planner's accuracy model (DESIGN.md §1, ``system.accuracy``) is the additive law
 
     drop_pp(plan) = sum_{l<=p} sens_w[l] * q(b_w[l]) + [0<p<L] sens_a[p] * q(b_a),
-    q(b) = (2^b - 1)^-2,
+    q(b) = (2^b - 1)^-2   (``system.bits.q_noise``),
 
 and its sensitivities must be measured on a real network and real data, then checked on
 plans that quantize many units at once. Everything here works on a network given as a chain
 of unit modules (``profiler.split_units`` makes one from any traceable model; the digits CNN
-is one already) and a labelled held-out set.
-
-Quantizers (chosen so the noise power follows q(b) exactly when nothing clips):
-
-* weights, per output channel, symmetric: 2^b levels spanning [-m_c, +m_c] with
-  m_c = max |w_c| and step 2 m_c / (2^b - 1) (a mid-rise grid: symmetric about 0, 0 itself
-  is not a level). Only weight tensors of rank >= 2 (conv, linear) are quantized; biases stay
-  in float, as integer kernels keep them at 32 bits.
-* the activation tensor at the cut, per tensor, affine: 2^b levels spanning [lo, hi], the
-  minimum and maximum of that request's tensor (step (hi - lo) / (2^b - 1)); lo and hi travel
-  with the tensor (64 bits, negligible next to out_elems * b).
-* 32 bits means unquantized; 16 bits is quantized with the same grids.
-
-Measured drop: top-1 accuracy of the float network minus top-1 accuracy of the quantized
-network, in percentage points, on a held-out set. With ~450 images and ~98% accuracy a drop
-is decided by a handful of images near the decision boundary: one image is 0.22 pp, and two
-disjoint halves disagree by tens of percent on the same plan. Two things make it smoother and
-keep it top-1:
-
-* **stochastic rounding**, averaged over ``n_seeds`` independent rounding draws (round up with
-  probability equal to the fractional part). Each draw is a real on-grid quantized network and
-  its drop a real top-1 drop; the mean estimates the expected drop of a plan, which is what the
-  planner predicts. Stochastic rounding has about twice the noise power of round-to-nearest,
-  so the figures are conservative for round-to-nearest deployments (the validation reports
-  round-to-nearest figures beside them).
-* **three views of each held-out image** (``digits.eval_views``: shifted -1, 0, +1 pixel
-  horizontally), tripling the top-1 decisions per half.
+is one already) and a labelled held-out set (``profiling.chain``, quantizers in
+``profiling.quantize``). A 32-bit tensor runs unquantized here, while the law charges it
+q(32) = (2^32 - 1)^-2, about 5e-20: sens_w * 5e-20 pp per unquantized unit, far below any
+budget.
 
 Fit: for each unit, the drops measured at several bit widths b are fitted by least squares
 through the origin, sens = sum_b q(b) d(b) / sum_b q(b)^2, using only the points with
@@ -42,26 +19,23 @@ d(b) <= ``fit_cap_pp`` (5 pp: the largest budget that matters; beyond it the law
 needed and a few collapsed points would dominate the fit) and at least the widest two widths
 measured; negative estimates are clipped to 0.
 
-Safety factor: the additive law fitted on one-unit points under-predicts some mixed plans
-(errors of several units compound), and a plan predicted feasible must be measured feasible.
-So 600 random mixed plans are measured on the *calibration* data, and the factor k >= 1 is
-the smallest multiplier of all sensitivities such that, over budgets {0.5, 1, 2} pp, at
-least ``safe_target`` (0.98) of the (plan, budget) pairs predicted within a budget are
-measured within it. The profile stores k * sens. Why 0.98 and 600 plans: which few plans
-come out unsafe depends on the set of images, so a target just at the 0.97 wanted on unseen
-images is too little, while a large k (e.g. the 90% bootstrap quantile of k: 2.23 in the
-shipped profile's provenance) inflates the mean error, which grows with k; more plans make
-the estimate of k less noisy. The trade-off on validation
-plans is printed by ``benchmarks/bench_accuracy_model.py`` (predictions scaled by 0.8-1.25).
-The bootstrap spread of k is recorded as a diagnostic. Validation plans are drawn
-afresh and measured on the *validation* half, which neither the fit nor k has seen.
+Safety factor (``profiling.safety``): 600 random mixed plans are measured on the
+*calibration* data, and k is the smallest multiplier of all sensitivities such that at least
+``safe_target`` (0.98) of the (plan, budget) pairs predicted within a budget are measured
+within it. The profile stores k * sens. Why 0.98 and 600 plans: which few plans come out
+unsafe depends on the set of images, so a target just at the 0.97 wanted on unseen images is
+too little, while a large k (e.g. the 90% bootstrap quantile of k: 2.23 in the shipped
+profile's provenance) inflates the mean error, which grows with k; more plans make the
+estimate of k less noisy. The trade-off on validation plans is printed by
+``benchmarks/bench_accuracy_model.py`` (predictions scaled by 0.8-1.25). The bootstrap spread
+of k is recorded as a diagnostic. Validation plans are drawn afresh and measured on the
+*validation* half, which neither the fit nor k has seen.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,174 +43,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from profiling.profiler import q_law
+from profiling import digits
+from profiling.chain import Chain, measure_plans, one_unit_plan
+from profiling.profiler import ModuleProfile, model_profile, profile_module, split_units
+from profiling.safety import (
+    SAFE_BUDGETS_PP,
+    fit_safety_factor,
+    random_plans,
+    safe_rate,
+    safety_factor_spread,
+    spearman,
+)
+from system.accuracy import plans_drop_pp
+from system.bits import DEFAULT_BITS, q_noise
+from system.profiles import ModelProfile
 
-BIT_SET = (2, 3, 4, 6, 8, 16, 32)
 CAL_BITS = (2, 3, 4, 5, 6, 8)
-SAFE_BUDGETS_PP = (0.5, 1.0, 2.0)
 
 
-# --------------------------------------------------------------------------- quantizers
-def _round(u: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-    """Round to nearest (gen None) or stochastically (floor(u + U[0,1)))."""
-    if gen is None:
-        return torch.round(u)
-    return torch.floor(u + torch.rand(u.shape, generator=gen, dtype=u.dtype))
-
-
-def quantize_weight(w: torch.Tensor, bits: int, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Per-output-channel symmetric quantization (2^b levels over [-max|w_c|, +max|w_c|])."""
-    if bits >= 32:
-        return w
-    levels = 2.0**bits - 1.0
-    m = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-12)
-    m = m.view(-1, *([1] * (w.dim() - 1)))
-    step = 2.0 * m / levels
-    k = _round((w + m) / step, gen).clamp(0.0, levels)
-    return k * step - m
-
-
-def quantize_activation(
-    x: torch.Tensor, bits: int, gen: torch.Generator | None = None
-) -> torch.Tensor:
-    """Per-tensor affine quantization over [min, max] of each request's tensor (dim 0 = batch)."""
-    if bits >= 32:
-        return x
-    levels = 2.0**bits - 1.0
-    flat = x.flatten(1)
-    lo = flat.amin(dim=1).view(-1, *([1] * (x.dim() - 1)))
-    hi = flat.amax(dim=1).view(-1, *([1] * (x.dim() - 1)))
-    step = ((hi - lo) / levels).clamp_min(1e-12)
-    k = _round((x - lo) / step, gen).clamp(0.0, levels)
-    return k * step + lo
-
-
-def quantizable_weights(unit: nn.Module) -> list[nn.Parameter]:
-    """The weight tensors a plan quantizes: parameters of rank >= 2 (conv and linear)."""
-    return [p for p in unit.parameters() if p.dim() >= 2]
-
-
-@contextmanager
-def quantized_unit(unit: nn.Module, bits: int, gen: torch.Generator | None = None):
-    """Temporarily replace the unit's weights by their quantized values, then restore them."""
-    params = quantizable_weights(unit) if bits < 32 else []
-    saved = [p.detach().clone() for p in params]
-    try:
-        with torch.no_grad():
-            for p in params:
-                p.copy_(quantize_weight(p, bits, gen))
-        yield unit
-    finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved, strict=True):
-                p.copy_(s)
-
-
-# --------------------------------------------------------------------------- measurement
-@dataclass(frozen=True)
-class Plan:
-    """A partition plan: cut p in 0..L, weight bits of units 1..p, activation bits at the cut."""
-
-    cut: int
-    w_bits: tuple[int, ...]
-    a_bits: int
-
-    def as_json(self) -> dict[str, Any]:
-        return {"cut": self.cut, "w_bits": list(self.w_bits), "a_bits": self.a_bits}
-
-
-class Chain:
-    """A network as a chain of units plus a labelled data set, with float activations cached.
-
-    Caching the float output of every unit means a plan whose first quantized operation is
-    at unit i only runs units i..L, which makes one-unit-at-a-time calibration cheap.
-    """
-
-    def __init__(self, units: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor) -> None:
-        self.units = list(units)
-        for u in self.units:
-            u.eval()
-        self.y = y
-        self.acts: list[torch.Tensor] = [x]
-        with torch.no_grad():
-            for u in self.units:
-                self.acts.append(u(self.acts[-1]))
-        self.base_vec = self.acts[-1].argmax(1) == y
-        self.base_correct = int(self.base_vec.sum())
-
-    @property
-    def n_units(self) -> int:
-        return len(self.units)
-
-    @property
-    def base_accuracy_pct(self) -> float:
-        return 100.0 * self.base_correct / len(self.y)
-
-    def has_weights(self, i: int) -> bool:
-        return bool(quantizable_weights(self.units[i]))
-
-    def _correct(self, plan: Plan, gen: torch.Generator | None) -> int:
-        return int(self._correct_vec(plan, gen).sum())
-
-    def _correct_vec(self, plan: Plan, gen: torch.Generator | None) -> torch.Tensor:
-        """Per image: is the quantized network's top-1 right?"""
-        L = self.n_units
-        quant_w = [i for i in range(plan.cut) if plan.w_bits[i] < 32 and self.has_weights(i)]
-        quant_a = 0 < plan.cut < L and plan.a_bits < 32
-        starts = [*quant_w, *([plan.cut] if quant_a else [])]
-        if not starts:
-            return self.base_vec
-        start = min(starts)
-        h = self.acts[start]
-        with torch.no_grad():
-            if quant_a and start == plan.cut:
-                h = quantize_activation(h, plan.a_bits, gen)
-            for i in range(start, L):
-                if i in quant_w:
-                    with quantized_unit(self.units[i], plan.w_bits[i], gen):
-                        h = self.units[i](h)
-                else:
-                    h = self.units[i](h)
-                if quant_a and i == plan.cut - 1:
-                    h = quantize_activation(h, plan.a_bits, gen)
-        return h.argmax(1) == self.y
-
-    def loss_per_image(self, plan: Plan, n_seeds: int, seed: int = 0) -> np.ndarray:
-        """Per image, float-correct minus quantized-correct, averaged over rounding seeds.
-
-        Its mean times 100 is the plan's mean drop in pp (the same draws as ``drop_pp``);
-        kept per image so that the calibration set can be bootstrapped.
-        """
-        acc = torch.zeros(len(self.y), dtype=torch.float64)
-        for s in range(n_seeds):
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + s)
-            acc += self._correct_vec(plan, gen).double()
-        return (self.base_vec.double() - acc / n_seeds).numpy()
-
-    def drop_pp(self, plan: Plan, n_seeds: int, seed: int = 0) -> np.ndarray:
-        """Top-1 drop (pp) of the plan for each of ``n_seeds`` stochastic-rounding draws.
-
-        ``n_seeds = 0`` means one round-to-nearest evaluation instead.
-        """
-        n = len(self.y)
-        if n_seeds == 0:
-            return np.array([100.0 * (self.base_correct - self._correct(plan, None)) / n])
-        out = np.empty(n_seeds)
-        for s in range(n_seeds):
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + s)
-            out[s] = 100.0 * (self.base_correct - self._correct(plan, gen)) / n
-        return out
-
-
-def one_unit_plan(L: int, unit: int, w_bits: int | None = None, a_bits: int | None = None) -> Plan:
-    """Plan quantizing only unit ``unit``'s weights (cut L) or only the tensor after it."""
-    if w_bits is not None:
-        return Plan(L, tuple(w_bits if i == unit else 32 for i in range(L)), 32)
-    assert a_bits is not None
-    return Plan(unit + 1, tuple([32] * (unit + 1)), a_bits)
-
-
-# --------------------------------------------------------------------------- calibration
 def fit_through_origin(
     bits: Sequence[int], drops_pp: Sequence[float], cap_pp: float
 ) -> tuple[float, list[int]]:
@@ -250,7 +74,7 @@ def fit_through_origin(
     for i in order[:2]:
         if i not in used:
             used.append(i)
-    q = np.array([q_law(bits[i]) for i in used])
+    q = q_noise(np.array([bits[i] for i in used]))
     d = np.array([drops_pp[i] for i in used])
     sens = float(q @ d / (q @ q))
     return max(sens, 0.0), sorted(bits[i] for i in used)
@@ -304,134 +128,8 @@ def calibrate(
     return cal
 
 
-# --------------------------------------------------------------------------- plans
-def predict_pp(sens_w: Sequence[float], sens_a: Sequence[float], plan: Plan) -> float:
-    """DESIGN.md §1 additive law for a plan (0-based unit lists)."""
-    L = len(sens_w)
-    d = sum(sens_w[i] * q_law(plan.w_bits[i]) for i in range(plan.cut))
-    if 0 < plan.cut < L:
-        d += sens_a[plan.cut - 1] * q_law(plan.a_bits)
-    return float(d)
-
-
-def random_plans(
-    sens_w: Sequence[float],
-    sens_a: Sequence[float],
-    n_in_range: int,
-    n_beyond: int,
-    seed: int,
-    in_range_pp: tuple[float, float] = (0.1, 5.0),
-    beyond_pp: tuple[float, float] = (5.0, 10.0),
-    bit_set: Sequence[int] = BIT_SET,
-    max_draws: int = 2_000_000,
-) -> list[Plan]:
-    """Random mixed plans (cut 1..L, each bit width uniform from ``bit_set``), kept by range.
-
-    Rejection sampling on the predicted drop: ``n_in_range`` plans with predicted drop in
-    ``in_range_pp`` (the budgets that matter) and ``n_beyond`` in ``beyond_pp``. Duplicates
-    are skipped.
-    """
-    rng = np.random.default_rng(seed)
-    L = len(sens_w)
-    inside: list[Plan] = []
-    beyond: list[Plan] = []
-    seen: set[Plan] = set()
-    for _ in range(max_draws):
-        if len(inside) >= n_in_range and len(beyond) >= n_beyond:
-            break
-        cut = int(rng.integers(1, L + 1))
-        wb = [int(b) for b in rng.choice(bit_set, size=cut)] + [32] * (L - cut)
-        ab = int(rng.choice(bit_set)) if cut < L else 32
-        plan = Plan(cut, tuple(wb), ab)
-        if plan in seen:
-            continue
-        seen.add(plan)
-        p = predict_pp(sens_w, sens_a, plan)
-        if in_range_pp[0] <= p <= in_range_pp[1] and len(inside) < n_in_range:
-            inside.append(plan)
-        elif beyond_pp[0] < p <= beyond_pp[1] and len(beyond) < n_beyond:
-            beyond.append(plan)
-    return inside + beyond
-
-
-def safe_rate(pred: np.ndarray, meas: np.ndarray, budgets: Sequence[float] = SAFE_BUDGETS_PP) -> float:
-    """Share of (plan, budget) pairs predicted within the budget that are measured within it."""
-    hits = total = 0
-    for b in budgets:
-        ok = pred <= b
-        total += int(ok.sum())
-        hits += int((meas[ok] <= b).sum())
-    return float(hits / total) if total else float("nan")
-
-
-def fit_safety_factor(
-    pred_raw: np.ndarray,
-    meas: np.ndarray,
-    target: float = 0.99,
-    budgets: Sequence[float] = SAFE_BUDGETS_PP,
-) -> float:
-    """Smallest k >= 1 (grid of 0.01) with safe_rate(k * pred, meas) >= target."""
-    for k in np.arange(1.0, 5.0001, 0.01):
-        if safe_rate(k * pred_raw, meas, budgets) >= target:
-            return float(round(k, 2))
-    return 5.0
-
-
-def safety_factor_spread(
-    pred_raw: np.ndarray,
-    loss: np.ndarray,
-    groups: int,
-    target: float,
-    n_boot: int = 200,
-    seed: int = 0,
-    budgets: Sequence[float] = SAFE_BUDGETS_PP,
-) -> dict[str, float]:
-    """How much the safety factor depends on which images the calibration set holds.
-
-    ``loss`` is plans x evaluations (``Chain.loss_per_image``); evaluation j belongs to
-    image j % groups (the views of one image are resampled together). The images are
-    resampled with replacement ``n_boot`` times and ``fit_safety_factor`` is run on each.
-    A diagnostic recorded in the provenance: the spread is wide because a few images near
-    the decision boundary decide which plans are unsafe.
-    """
-    rng = np.random.default_rng(seed)
-    img = np.arange(loss.shape[1]) % groups
-    per_img = np.zeros((loss.shape[0], groups))
-    np.add.at(per_img.T, img, loss.T)
-    views = np.bincount(img, minlength=groups)
-    ks = []
-    for _ in range(n_boot):
-        counts = np.bincount(rng.integers(0, groups, groups), minlength=groups)
-        meas = 100.0 * (per_img @ counts) / float(views @ counts)
-        ks.append(fit_safety_factor(pred_raw, meas, target, budgets))
-    q10, q50, q90 = (float(v) for v in np.quantile(ks, [0.1, 0.5, 0.9]))
-    return {"bootstrap_k_q10": q10, "bootstrap_k_median": q50, "bootstrap_k_q90": q90,
-            "n_boot": n_boot}
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-def measure_plans(chain: Chain, plans: Sequence[Plan], n_seeds: int, seed: int) -> np.ndarray:
-    """Mean stochastic-rounding drop (pp) of each plan."""
-    return np.array([chain.drop_pp(p, n_seeds, seed + 7 * k).mean() for k, p in enumerate(plans)])
-
-
-def q_table(bits: Sequence[int]) -> list[float]:
-    return [q_law(b) for b in bits]
-
-
-
-
-# --------------------------------------------------------------------------- digits CNN
-def digits_chains(seed: int = 0) -> tuple[Any, list[nn.Module], Chain, Chain, dict[str, int]]:
+def digits_chains() -> tuple[ModuleProfile, list[nn.Module], Chain, Chain, dict[str, int]]:
     """Profile of the committed digits CNN, its units, and calibration / validation chains."""
-    from profiling import digits
-    from profiling.profiler import profile_module, split_units
-
     model = digits.load_digits_cnn()
     prof = profile_module(model, digits.INPUT_SHAPE)
     units = split_units(prof)
@@ -449,16 +147,13 @@ def calibrate_digits(
     seed: int = 0,
     fit_cap_pp: float = 5.0,
     safe_target: float = 0.98,
-    log: Any = None,
-) -> dict[str, Any]:
-    """Measure the digits CNN's sensitivities and safety factor; returns its profile dict.
+    log: Callable[[str], None] | None = None,
+) -> ModelProfile:
+    """Measure the digits CNN's sensitivities and safety factor; returns its profile.
 
     Everything here uses the calibration half of the held-out data only.
     """
     import platform
-
-    from profiling import digits
-    from profiling.profiler import profile_dict
 
     t0 = time.perf_counter()
     prof, _, chain, _, sizes = digits_chains()
@@ -466,7 +161,7 @@ def calibrate_digits(
     if log:
         log(f"one-unit calibration: {cal.seconds:.0f} s")
     plans = random_plans(cal.sens_w, cal.sens_a, n_cal_plans, 0, seed=seed + 1)
-    pred_raw = np.array([predict_pp(cal.sens_w, cal.sens_a, p) for p in plans])
+    pred_raw = plans_drop_pp(cal.sens_w, cal.sens_a, plans)
     loss = np.stack(
         [chain.loss_per_image(p, plan_seeds, seed + 2 + 7 * j) for j, p in enumerate(plans)]
     )
@@ -522,7 +217,7 @@ def calibrate_digits(
             **k_stats,
             "plans": len(plans),
             "plan_sampling": "cut uniform 1..L, bits uniform from "
-            f"{list(BIT_SET)}, kept if raw prediction in [0.1, 5] pp",
+            f"{list(DEFAULT_BITS)}, kept if raw prediction in [0.1, 5] pp",
             "seeds_per_plan": plan_seeds,
             "safe_rate_raw": safe_rate(pred_raw, meas),
             "safe_rate_k": safe_rate(k * pred_raw, meas),
@@ -533,7 +228,7 @@ def calibrate_digits(
         "python": platform.python_version(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    return profile_dict(
+    return model_profile(
         prof,
         "digits_cnn",
         [k * s for s in cal.sens_w],
@@ -545,7 +240,7 @@ def calibrate_digits(
 
 
 def validate_digits(
-    profile: dict[str, Any],
+    profile: ModelProfile,
     n_in_range: int = 240,
     n_beyond: int = 40,
     n_seeds: int = 8,
@@ -563,10 +258,9 @@ def validate_digits(
     """
     t0 = time.perf_counter()
     _, _, _, chain, sizes = digits_chains()
-    sw = [u["sens_w"] for u in profile["units"]]
-    sa = [u["sens_a"] for u in profile["units"]]
+    sw, sa = profile.sens_w, profile.sens_a
     plans = random_plans(sw, sa, n_in_range, n_beyond, seed, in_range_pp, beyond_pp)
-    pred = np.array([predict_pp(sw, sa, p) for p in plans])
+    pred = plans_drop_pp(sw, sa, plans)
     meas = measure_plans(chain, plans, n_seeds, seed + 1)
     inside = (pred >= in_range_pp[0]) & (pred <= in_range_pp[1])
     out: dict[str, Any] = {

@@ -4,24 +4,21 @@ Why this exists: the planner (``system/``) only sees a *profile* — an ordered 
 with ``macs``, ``params`` and ``out_elems`` — so those figures must come from the real network,
 not from hand-typed tables. This module derives them from the module itself:
 
-1. The module is traced with ``torch.fx`` (symbolic tracing) into a graph of operations in
-   execution order.
-2. A **cut point** is an operation after which exactly one value is still needed by the rest
-   of the network: its own output tensor. Cutting there means the device sends only that
-   tensor. Inside a residual block the block input is still alive, so no cut falls inside it;
-   the block becomes one unit.
-3. The operations between consecutive cut points form a segment. A segment that does no
+1. The module is traced with ``torch.fx`` and its cut points found (``profiling.tracing``):
+   after a cut point exactly one tensor is still needed, so a residual block is one unit.
+2. The operations between consecutive cut points form a segment. A segment that does no
    multiply-accumulates and keeps the element count (BatchNorm, ReLU, Dropout, Flatten,
    reshapes) is merged into the segment before it: cutting between a conv and its ReLU is
    never worth a separate decision. Pooling changes the element count, so it stays a unit.
-4. The module is run once on a zero tensor of ``(1, *input_shape)``; per operation,
+3. The module is run once on a zero tensor of ``(1, *input_shape)``; per operation,
    ``torch.utils.flop_counter.FlopCounterMode`` counts FLOPs (convolutions, matmuls); MACs are
    FLOPs / 2. Parameters are counted once, in the unit that first uses them (buffers such as
    BatchNorm running statistics are not parameters). ``out_elems`` is the number of elements
    of the unit's output for one input (batch dimension excluded).
 
-The profile dict it returns follows ``qsplit-profile/1`` (see ``profile_dict``) and is
-checked by ``validate_profile``. Torch is imported here only: ``system/`` never needs it.
+``model_profile`` turns the measured units and their sensitivities into the planner's
+``system.profiles.ModelProfile``, checked by the format's one validator. Torch is imported
+here only: ``system/`` never needs it.
 """
 
 from __future__ import annotations
@@ -31,25 +28,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.fx
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-PROFILE_FORMAT = "qsplit-profile/1"
-PROFILE_KEYS = (
-    "format",
-    "name",
-    "input_shape",
-    "in_elems",
-    "input_bits",
-    "base_accuracy_pct",
-    "sensitivity_source",
-    "provenance",
-    "units",
-)
-UNIT_KEYS = ("name", "macs", "params", "out_elems", "sens_w", "sens_a")
-SENSITIVITY_SOURCES = ("measured", "hawq_v3", "proxy")
+from profiling.tracing import MeasuringInterpreter, cut_indices, trace, value_nodes
+from system.profiles import ModelProfile, profile_from_dict
 
 
 @dataclass
@@ -75,16 +60,6 @@ class UnitInfo:
     module_names: list[str] = field(default_factory=list)
     layers: list[WeightedLayer] = field(default_factory=list)
 
-    def as_json_unit(self, sens_w: float = 0.0, sens_a: float = 0.0) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "macs": int(self.macs),
-            "params": int(self.params),
-            "out_elems": int(self.out_elems),
-            "sens_w": float(sens_w),
-            "sens_a": float(sens_a),
-        }
-
 
 @dataclass
 class ModuleProfile:
@@ -109,19 +84,6 @@ class ModuleProfile:
         return sum(u.params for u in self.units)
 
 
-class _LeafTracer(torch.fx.Tracer):
-    """An fx tracer that keeps user-named module types opaque (e.g. untraceable blocks)."""
-
-    def __init__(self, leaf_types: tuple[type, ...]) -> None:
-        super().__init__()
-        self._leaf_types = leaf_types
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if self._leaf_types and isinstance(m, self._leaf_types):
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
-
-
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in input_shape)
@@ -132,71 +94,6 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
             f"input_shape must be positive ints without the batch dimension, got {input_shape!r}"
         )
     return shape
-
-
-def trace(model: nn.Module, leaf_types: Iterable[type] = ()) -> torch.fx.GraphModule:
-    """Symbolically trace ``model``; a clear ValueError if fx cannot trace it."""
-    tracer = _LeafTracer(tuple(leaf_types))
-    try:
-        graph = tracer.trace(model)
-    except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError ...
-        raise ValueError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}); "
-            "data-dependent control flow must live inside a module passed as a leaf type "
-            "(profile_module(..., leaf_types=[ThatModule]))"
-        ) from exc
-    gm = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
-    gm.graph.eliminate_dead_code()
-    gm.recompile()
-    return gm
-
-
-def _value_nodes(graph: torch.fx.Graph) -> list[torch.fx.Node]:
-    return [n for n in graph.nodes if n.op not in ("get_attr", "output")]
-
-
-def _cut_indices(nodes: list[torch.fx.Node], out_node: torch.fx.Node) -> list[int]:
-    """Indices i such that after nodes[i] only nodes[i]'s value is still needed.
-
-    Node j's value is needed after position i iff some user of j sits after i (the output
-    node counts as the end). Scanning with a running maximum of last uses makes it O(N).
-    """
-    index = {n: i for i, n in enumerate(nodes)}
-    end = len(nodes)
-    last_use = []
-    for n in nodes:
-        uses = [index.get(u, end) for u in n.users]
-        last_use.append(max(uses) if uses else index[n])
-    cuts: list[int] = []
-    running = -1  # max last use among nodes[0..i-1]
-    for i, n in enumerate(nodes):
-        if n.op != "placeholder" and running <= i and n.users:
-            cuts.append(i)
-        running = max(running, last_use[i])
-        if n is out_node:
-            if not cuts or cuts[-1] != i:
-                cuts.append(i)  # unreachable in practice: the output value is always a cut
-            break
-    return cuts
-
-
-class _MeasuringInterpreter(torch.fx.Interpreter):
-    """Runs the traced graph once, recording FLOPs and the output tensor of every node."""
-
-    def __init__(self, gm: torch.fx.GraphModule) -> None:
-        super().__init__(gm)
-        self.flops: dict[torch.fx.Node, int] = {}
-        self.numel: dict[torch.fx.Node, int] = {}
-        self.is_tensor: dict[torch.fx.Node, bool] = {}
-
-    def run_node(self, n: torch.fx.Node) -> Any:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            out = super().run_node(n)
-        self.flops[n] = int(counter.get_total_flops())
-        self.is_tensor[n] = isinstance(out, torch.Tensor)
-        self.numel[n] = int(out.numel()) if isinstance(out, torch.Tensor) else 0
-        return out
 
 
 def _module_of(gm: torch.fx.GraphModule, n: torch.fx.Node) -> nn.Module | None:
@@ -250,7 +147,7 @@ def profile_module(
                 "no valid cut: the module's output is not a single tensor "
                 f"(got {type(out_arg).__name__}); a profile needs one output tensor"
             )
-        interp = _MeasuringInterpreter(gm)
+        interp = MeasuringInterpreter(gm)
         try:
             with torch.no_grad():
                 interp.run(torch.zeros((1, *shape)))
@@ -261,8 +158,8 @@ def profile_module(
             ) from exc
         if not interp.is_tensor.get(out_arg, False):
             raise ValueError("no valid cut: the module's output is not a single tensor")
-        nodes = _value_nodes(gm.graph)
-        cut_idx = [i for i in _cut_indices(nodes, out_arg) if interp.is_tensor.get(nodes[i], False)]
+        nodes = value_nodes(gm.graph)
+        cut_idx = [i for i in cut_indices(nodes, out_arg) if interp.is_tensor.get(nodes[i], False)]
         segments: list[list[torch.fx.Node]] = []
         start = 1  # nodes[0] is the input placeholder
         for i in cut_idx:
@@ -284,7 +181,7 @@ def profile_module(
 def _build_units(
     gm: torch.fx.GraphModule,
     segments: list[list[torch.fx.Node]],
-    interp: _MeasuringInterpreter,
+    interp: MeasuringInterpreter,
     in_elems: int,
 ) -> tuple[list[UnitInfo], list[list[torch.fx.Node]]]:
     # Merge segments that do no MACs and keep the element count into their predecessor.
@@ -413,7 +310,7 @@ def split_units(prof: ModuleProfile) -> list[nn.Module]:
     return parts
 
 
-def profile_dict(
+def model_profile(
     prof: ModuleProfile,
     name: str,
     sens_w: Sequence[float],
@@ -422,121 +319,32 @@ def profile_dict(
     base_accuracy_pct: float,
     provenance: dict[str, Any],
     input_bits: int = 8,
-) -> dict[str, Any]:
-    """Assemble a ``qsplit-profile/1`` dict (exactly the keys the loader expects)."""
+) -> ModelProfile:
+    """The planner's profile of a profiled module, checked by ``system.profiles``' validator.
+
+    A unit without parameters gets sens_w 0 and the last unit sens_a 0 (cut L is
+    device-only: no activation is sent), as the format requires.
+    """
     if len(sens_w) != len(prof.units) or len(sens_a) != len(prof.units):
         raise ValueError(
             f"sensitivities missing: {len(prof.units)} units but {len(sens_w)} sens_w and "
             f"{len(sens_a)} sens_a values"
         )
-    sens_a = list(sens_a)
-    sens_a[-1] = 0.0  # cut L is device-only: no activation is sent
-    out = {
-        "format": PROFILE_FORMAT,
-        "name": name,
-        "input_shape": list(prof.input_shape),
-        "in_elems": prof.in_elems,
-        "input_bits": int(input_bits),
-        "base_accuracy_pct": float(base_accuracy_pct),
-        "sensitivity_source": sensitivity_source,
-        "provenance": provenance,
-        "units": [
-            u.as_json_unit(w if u.params > 0 else 0.0, a)
-            for u, w, a in zip(prof.units, sens_w, sens_a, strict=True)
-        ],
-    }
-    validate_profile(out)
-    return out
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def validate_profile(d: Any) -> None:
-    """Raise ValueError naming the first problem of a profile dict; return None if it is valid."""
-    if not isinstance(d, dict):
-        raise ValueError(f"a profile must be a JSON object, got {type(d).__name__}")
-    missing = [k for k in PROFILE_KEYS if k not in d]
-    if missing:
-        raise ValueError(f"profile is missing keys: {missing}")
-    extra = sorted(set(d) - set(PROFILE_KEYS))
-    if extra:
-        raise ValueError(f"profile has unknown keys: {extra}")
-    name = d.get("name")
-    if d["format"] != PROFILE_FORMAT:
-        raise ValueError(f"profile {name!r}: format must be {PROFILE_FORMAT!r}, got {d['format']!r}")
-    if not isinstance(name, str) or not name:
-        raise ValueError("profile name must be a non-empty string")
-    shape = d["input_shape"]
-    if not isinstance(shape, list) or not shape or not all(_is_int(s) and s > 0 for s in shape):
-        raise ValueError(f"profile {name!r}: input_shape must be a list of positive ints")
-    if d["in_elems"] != math.prod(shape):
-        raise ValueError(f"profile {name!r}: in_elems {d['in_elems']} != prod(input_shape)")
-    if not _is_int(d["input_bits"]) or d["input_bits"] <= 0:
-        raise ValueError(f"profile {name!r}: input_bits must be a positive int")
-    acc = d["base_accuracy_pct"]
-    if not _is_num(acc) or not 0.0 <= acc <= 100.0:
-        raise ValueError(f"profile {name!r}: base_accuracy_pct must be in [0, 100], got {acc!r}")
-    if d["sensitivity_source"] not in SENSITIVITY_SOURCES:
-        raise ValueError(
-            f"profile {name!r}: sensitivity_source must be one of {SENSITIVITY_SOURCES}, "
-            f"got {d['sensitivity_source']!r}"
-        )
-    if not isinstance(d["provenance"], dict):
-        raise ValueError(f"profile {name!r}: provenance must be an object")
-    units = d["units"]
-    if not isinstance(units, list) or not units:
-        raise ValueError(f"profile {name!r}: units must be a non-empty list")
-    names = set()
-    for i, u in enumerate(units):
-        if not isinstance(u, dict):
-            raise ValueError(f"profile {name!r}: unit {i} must be an object")
-        where = f"profile {name!r}, unit {i} ({u.get('name', '?')})"
-        missing_u = [k for k in UNIT_KEYS if k not in u]
-        if any(k in missing_u for k in ("sens_w", "sens_a")):
-            raise ValueError(f"{where}: sensitivities missing ({missing_u})")
-        if missing_u:
-            raise ValueError(f"{where}: missing keys {missing_u}")
-        extra_u = sorted(set(u) - set(UNIT_KEYS))
-        if extra_u:
-            raise ValueError(f"{where}: unknown keys {extra_u}")
-        if not isinstance(u["name"], str) or not u["name"] or u["name"] in names:
-            raise ValueError(f"{where}: unit names must be unique non-empty strings")
-        names.add(u["name"])
-        for k in ("macs", "params", "out_elems"):
-            if not _is_int(u[k]) or u[k] < 0:
-                raise ValueError(f"{where}: {k} must be a non-negative int, got {u[k]!r}")
-        if u["out_elems"] == 0:
-            raise ValueError(f"{where}: out_elems must be positive")
-        for k in ("sens_w", "sens_a"):
-            if u[k] is None:
-                raise ValueError(f"{where}: sensitivities missing ({k} is null)")
-            if not _is_num(u[k]) or u[k] < 0:
-                raise ValueError(f"{where}: {k} must be a finite number >= 0, got {u[k]!r}")
-        if u["params"] == 0 and u["sens_w"] != 0:
-            raise ValueError(f"{where}: a unit without parameters must have sens_w 0")
-    if units[-1]["sens_a"] != 0:
-        raise ValueError(f"profile {name!r}: the last unit's sens_a must be 0 (never a cut)")
-
-
-def q_law(bits: float) -> float:
-    """DESIGN.md §1 noise power of a b-bit uniform quantizer: (2^b - 1)^-2 (0 at 32 bits)."""
-    if bits >= 32:
-        return 0.0
-    return float((2.0**bits - 1.0) ** -2)
-
-
-def predicted_drop_pp(
-    units: Sequence[dict[str, Any]], cut: int, w_bits: Sequence[int], a_bits: int
-) -> float:
-    """DESIGN.md §1 additive accuracy law for plan (cut, w_bits[0..cut-1], a_bits)."""
-    drop = sum(units[i]["sens_w"] * q_law(w_bits[i]) for i in range(cut))
-    if 0 < cut < len(units):
-        drop += units[cut - 1]["sens_a"] * q_law(a_bits)
-    return float(drop)
-
+    units = prof.units
+    candidate = ModelProfile(
+        name=name,
+        unit_names=tuple(u.name for u in units),
+        macs=np.array([u.macs for u in units], dtype=np.float64),
+        params=np.array([u.params for u in units], dtype=np.float64),
+        out_elems=np.array([u.out_elems for u in units], dtype=np.float64),
+        sens_w=np.array([w if u.params > 0 else 0.0 for u, w in zip(units, sens_w, strict=True)],
+                        dtype=np.float64),
+        sens_a=np.array([*list(sens_a)[:-1], 0.0], dtype=np.float64),
+        in_elems=prof.in_elems,
+        input_bits=int(input_bits),
+        base_accuracy_pct=float(base_accuracy_pct),
+        sensitivity_source=sensitivity_source,
+        input_shape=prof.input_shape,
+        provenance=provenance,
+    )
+    return profile_from_dict(candidate.to_dict(), where=f"profile {name}")

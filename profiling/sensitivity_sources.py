@@ -53,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from profiling.profiler import ModuleProfile, q_law
+from profiling.profiler import ModuleProfile
+from system.bits import q_noise
 
 HAWQ_SOURCE = (
     "Zhen-Dong/HAWQ (Apache-2.0), ILP notebook, ResNet-18 per-layer Hessian trace and "
@@ -100,7 +101,7 @@ def hawq_layer_constants() -> np.ndarray:
     """c_i = trace_i * ||Q(w)-w||^2 at 8 bits * (2^8 - 1)^2 (unitless, per HAWQ layer)."""
     t = np.asarray(HESSIAN_TRACE_PER_PARAM)
     d8 = np.asarray(DELTA_W_SQ_8BIT)
-    return t * d8 / q_law(LAW_BITS)
+    return t * d8 / float(q_noise(LAW_BITS))
 
 
 def rel_depth(depth: int | np.ndarray, max_depth: int) -> np.ndarray:
@@ -171,7 +172,7 @@ def weight_sensitivities(
     for unit_rows in rows:
         for name, c, _ in unit_rows:
             b = 8 if depth_of[name] in first_last else 4
-            unscaled_drop += c * q_law(b)
+            unscaled_drop += c * float(q_noise(b))
     scale = W4A4_DROP_PP / unscaled_drop
     sens_w = [scale * sum(c for _, c, _ in unit_rows) for unit_rows in rows]
     prov = {

@@ -22,7 +22,7 @@ from system.request import (
     REQUEST_JSON_FIELDS,
     Request,
     load_request_file,
-    request_from_json_dict,
+    request_from_json_text,
 )
 
 
@@ -50,12 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _read_request(arg: str) -> Request:
     if arg == "-":
-        try:
-            data = json.loads(sys.stdin.read())
-        except json.JSONDecodeError as exc:
-            raise QsplitInputError(f"request <stdin>: malformed JSON at line {exc.lineno}: "
-                                   f"{exc.msg}") from None
-        return request_from_json_dict(data, where="request <stdin>")
+        return request_from_json_text(sys.stdin.read(), where="request <stdin>")
     return load_request_file(arg)
 
 

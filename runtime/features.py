@@ -1,12 +1,15 @@
-"""The request as flat floats: strict validation and the observation, in pure Python.
+"""The request as flat floats: intake, strict validation and the observation, in pure Python.
 
-A numpy call costs about a microsecond, so the single-request path of the dispatcher reads
-the request into a tuple of 17 floats (:data:`FIELDS`), validates it with ``math.isfinite``
-and comparisons, and computes each feature of :class:`system.codec.ObservationEncoder` with
-``math.log10``, in the same order of IEEE operations as the encoder's numpy code, so the
+A numpy call costs about a microsecond, so the single-request path of the dispatcher reads a
+request into a tuple of floats (:data:`FIELDS`, from :mod:`system.fields`), validates it with
+comparisons and computes each feature of :class:`system.codec.ObservationEncoder` as
+straight-line Python generated from the same text as the encoder's quantities
+(:data:`system.codec.QUANTITIES`): the same IEEE operations in the same order, so the
 float32 observation is the same bit for bit (tests/test_runtime.py checks it on many
-requests). A feature whose quantity has no pure-Python twin here is computed by the encoder
-itself (slower, still identical).
+requests). Generated code pays for itself: 2.0 us a request for the shipped encoder's 21
+features, against 7.4 us for a loop of closures over the same expressions and 79 us for the
+encoder's numpy code on one row (here; the ``features`` entry of
+``benchmarks/bench_dispatcher.py``'s breakdown tracks the first).
 """
 
 from __future__ import annotations
@@ -15,61 +18,94 @@ import math
 import numbers
 import re
 from collections.abc import Callable, Mapping
+from operator import attrgetter
 
 import numpy as np
 
 from system.bits import KERNEL_WIDTHS
-from system.codec import ObservationEncoder
-from system.errors import QsplitInputError, check_finite
+from system.codec import BASE_QUANTITIES, QUANTITIES, ObservationEncoder
+from system.errors import QsplitInputError
+from system.fields import (
+    FLAT_NAMES,
+    FLAT_RANGES,
+    LABELS,
+    REQUEST_FIELDS,
+    SCALAR_NAMES,
+    WIDTH_FIELDS,
+    RequestField,
+    check_width_entries,
+    column_names,
+    explain_flat,
+)
 from system.hardware import parse_kappa
 from system.request import Request
 
-#: Request fields in SI units, in the order of the flat tuple; then the 4 kappa entries.
-SCALAR_FIELDS = ("dev_flops_per_s", "p_comp_w", "p_tx_w", "p_rx_w", "p_idle_w",
-                 "srv_flops_per_s", "srv_load", "up_bps", "down_bps", "rtt_s", "eps_pp",
-                 "beta_s_per_j", "reuse")
-FIELDS = (*SCALAR_FIELDS, *(f"dev_kappa[{w}]" for w in KERNEL_WIDTHS))
-_I = {f: i for i, f in enumerate(SCALAR_FIELDS)}
-I_EPS = _I["eps_pp"]
-_OPTIONAL = {"beta_s_per_j": 0.0, "reuse": 1.0}
-_LABELS = ("device", "server")
-_ALLOWED = frozenset((*SCALAR_FIELDS, "dev_kappa", *_LABELS))
-#: Allowed range of each scalar field: (lo, hi, lo_open, hi_open), as Request enforces.
-RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
-    "dev_flops_per_s": (0.0, None, True, False), "srv_flops_per_s": (0.0, None, True, False),
-    "srv_load": (0.0, 1.0, True, False), "up_bps": (0.0, None, True, False),
-    "down_bps": (0.0, None, True, False), "rtt_s": (0.0, None, False, False),
-    "eps_pp": (0.0, 100.0, False, False), "beta_s_per_j": (0.0, None, False, False),
-    "reuse": (1.0, None, False, False), "p_comp_w": (0.0, None, False, False),
-    "p_tx_w": (0.0, None, False, False), "p_rx_w": (0.0, None, False, False),
-    "p_idle_w": (0.0, None, False, False),
-}
-_INF = math.inf
+#: Scalar request fields in SI units, in the order of the flat tuple; then the per-width ones.
+SCALAR_FIELDS = SCALAR_NAMES
+FIELDS = FLAT_NAMES
+#: Allowed range of each entry of the flat tuple: (lo, hi, lo_open, hi_open).
+RANGES: dict[str, tuple[float, float, bool, bool]] = dict(zip(FIELDS, FLAT_RANGES, strict=True))
+I_EPS = FIELDS.index("eps_pp")
+_DEFAULTS = {f.name: f.default for f in REQUEST_FIELDS if f.default is not None}
+_ALLOWED = frozenset((*(f.name for f in REQUEST_FIELDS), *LABELS))
+#: Identifier of each flat entry in generated code (the per-width columns, e.g. dev_kappa_8).
+_VARS = (*SCALAR_NAMES, *(c for f in WIDTH_FIELDS for c in column_names(f)))
+_values_of = attrgetter(*SCALAR_NAMES, *(f.name for f in WIDTH_FIELDS))
+_N_SCALARS = len(SCALAR_NAMES)
 
 
 def from_request(r: Request) -> tuple[float, ...]:
     """A Request (validated when it was built) as the flat tuple, without checks."""
-    k = r.dev_kappa
-    return (r.dev_flops_per_s, r.p_comp_w, r.p_tx_w, r.p_rx_w, r.p_idle_w, r.srv_flops_per_s,
-            r.srv_load, r.up_bps, r.down_bps, r.rtt_s, r.eps_pp, r.beta_s_per_j, r.reuse,
-            k[0], k[1], k[2], k[3])
+    v = _values_of(r)
+    return sum(v[_N_SCALARS:], v[:_N_SCALARS])
 
 
-def _explain(where: str, vals: list[object]) -> QsplitInputError:
-    """The precise error for values that failed the fast check (first bad field wins)."""
-    for f, v in zip(SCALAR_FIELDS, vals, strict=False):
-        lo, hi, lo_open, hi_open = RANGES[f]
-        check_finite(f"{where}.{f}", v, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
-    for w, v in zip(KERNEL_WIDTHS, vals[len(SCALAR_FIELDS):], strict=True):
-        check_finite(f"{where}.dev_kappa[{w}]", v, lo=0.0)
-    return QsplitInputError(f"{where}.dev_kappa[32]: must be 1.0 (speedups are relative to fp32)")
+def to_request(t: tuple[float, ...]) -> Request:
+    """The flat tuple as a Request (for callers that gave a mapping or arrays)."""
+    n, k = len(SCALAR_FIELDS), len(KERNEL_WIDTHS)
+    widths = {f.name: tuple(t[n + i * k:n + (i + 1) * k]) for i, f in enumerate(WIDTH_FIELDS)}
+    return Request(**dict(zip(SCALAR_FIELDS, t[:n], strict=True)), **widths)
+
+
+def _compile(name: str, lines: list[str], scope: dict[str, object]) -> Callable:
+    """Define the function ``name`` from source lines built here from the field table."""
+    exec(compile("\n".join(lines), f"<qsplit {name}>", "exec"), scope)
+    return scope[name]  # type: ignore[return-value]
+
+
+def _range_test(var: str, lo: float, hi: float, lo_open: bool, hi_open: bool) -> str:
+    left = f"{lo!r} {'<' if lo_open else '<='} {var}"
+    right = f"< {hi!r}" if hi_open or hi == math.inf else f"<= {hi!r}"
+    return f"{left} {right}"
+
+
+def _validator() -> Callable[[tuple[float, ...]], bool]:
+    """in_range(t): every entry within its range, and each 32-bit speedup exactly 1."""
+    tests = [_range_test(v, *RANGES[n]) for v, n in zip(_VARS, FIELDS, strict=True)]
+    tests += [f"{c} == 1.0" for f in WIDTH_FIELDS for c in column_names(f) if c.endswith("_32")]
+    return _compile("in_range", ["def in_range(t):", f"    {', '.join(_VARS)} = t",
+                                 f"    return {' and '.join(tests)}"], {"inf": math.inf})
+
+
+_in_range = _validator()
+
+
+def _width_entries(f: RequestField, entries: object, where: str) -> tuple[float, ...] | list:
+    """A per-width field given as a mapping keyed by width ({"32": 1, "8": 3.2}, strict) or
+    another sequence; anything else is refused naming the field."""
+    if isinstance(entries, Mapping):
+        return parse_kappa(f"{where}.{f.name}", dict(entries))
+    if isinstance(entries, (str, bytes)) or not hasattr(entries, "__len__") \
+            or len(entries) != len(KERNEL_WIDTHS):  # type: ignore[arg-type]
+        check_width_entries(f, f"{where}.{f.name}", entries)
+    return list(entries)  # type: ignore[call-overload]
 
 
 def from_mapping(d: Mapping[str, object], where: str = "request") -> tuple[float, ...]:
     """Validate a request given as a mapping of SI fields (Request's names) and flatten it.
 
-    ``dev_kappa`` is a sequence over :data:`system.bits.KERNEL_WIDTHS` (0 = no kernel) or a
-    mapping keyed by width; ``beta_s_per_j`` and ``reuse`` may be left out (0 and 1);
+    A per-width field (``dev_kappa``) is a sequence over :data:`system.bits.KERNEL_WIDTHS`
+    (0 = no kernel) or a mapping keyed by width; a field with a default may be left out;
     ``device`` and ``server`` are labels and ignored. Anything missing, unknown, non-numeric,
     non-finite or out of range raises :class:`QsplitInputError` naming the field.
     """
@@ -81,64 +117,72 @@ def from_mapping(d: Mapping[str, object], where: str = "request") -> tuple[float
         raise QsplitInputError(f"{where}: unknown key(s) {unknown}; allowed keys are "
                                f"{sorted(_ALLOWED)}")
     try:
-        vals = [d[f] if f in d or f not in _OPTIONAL else _OPTIONAL[f] for f in SCALAR_FIELDS]
-        kap = d["dev_kappa"]
+        vals = [d[f] if f in d or f not in _DEFAULTS else _DEFAULTS[f] for f in SCALAR_FIELDS]
+        for f in WIDTH_FIELDS:
+            entries = d[f.name]
+            if type(entries) is not list and type(entries) is not tuple:
+                entries = _width_entries(f, entries, where)
+            elif len(entries) != len(KERNEL_WIDTHS):
+                check_width_entries(f, f"{where}.{f.name}", entries)
+            vals.extend(entries)
     except KeyError as exc:
         raise QsplitInputError(f"{where}: missing required key {exc.args[0]!r}") from None
-    if isinstance(kap, Mapping):
-        kap = parse_kappa(f"{where}.dev_kappa", dict(kap))     # {"32": 1, "8": 3.2}, strict
-    elif isinstance(kap, (str, bytes)) or not hasattr(kap, "__len__"):
-        raise QsplitInputError(f"{where}.dev_kappa: expected {len(KERNEL_WIDTHS)} numbers for "
-                               f"widths {list(KERNEL_WIDTHS)}")
-    if len(kap) != len(KERNEL_WIDTHS):
-        raise QsplitInputError(f"{where}.dev_kappa: expected {len(KERNEL_WIDTHS)} entries for "
-                               f"widths {list(KERNEL_WIDTHS)}, got {len(kap)}")
-    vals.extend(kap)
     for v in vals:
         if type(v) is not float and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
-            raise _explain(where, vals)
+            raise explain_flat(where, vals)
     t = tuple(float(v) for v in vals)
-    (dev, pc, ptx, prx, pidle, srv, load, up, down, rtt, eps, beta, reuse, k4, k8, k16, k32) = t
-    if not (0.0 < dev < _INF and 0.0 < srv < _INF and 0.0 < load <= 1.0 and 0.0 < up < _INF
-            and 0.0 < down < _INF and 0.0 <= rtt < _INF and 0.0 <= eps <= 100.0
-            and 0.0 <= beta < _INF and 1.0 <= reuse < _INF and 0.0 <= pc < _INF
-            and 0.0 <= ptx < _INF and 0.0 <= prx < _INF and 0.0 <= pidle < _INF
-            and 0.0 <= k4 < _INF and 0.0 <= k8 < _INF and 0.0 <= k16 < _INF and k32 == 1.0):
-        raise _explain(where, vals)
+    if not _in_range(t):
+        raise explain_flat(where, vals)
     return t
 
 
-def to_request(t: tuple[float, ...]) -> Request:
-    """The flat tuple as a Request (for the slow paths: repair, optimizer, local search)."""
-    n = len(SCALAR_FIELDS)
-    return Request(**dict(zip(SCALAR_FIELDS, t[:n], strict=True)), dev_kappa=tuple(t[n:]))
-
-
 def to_arrays(rows: list[tuple[float, ...]]) -> dict[str, np.ndarray]:
-    """Flat tuples as :func:`system.codec.request_arrays` output."""
+    """Flat tuples as :func:`system.request.request_arrays` output."""
     a = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FIELDS))
     out = {f: a[:, i] for i, f in enumerate(SCALAR_FIELDS)}
-    out["dev_kappa"] = a[:, len(SCALAR_FIELDS):]
+    n, k = len(SCALAR_FIELDS), len(KERNEL_WIDTHS)
+    for i, f in enumerate(WIDTH_FIELDS):
+        out[f.name] = a[:, n + i * k:n + (i + 1) * k]
     return out
 
 
-# Pure-Python twins of system.codec.QUANTITIES as expressions over the unpacked fields:
-# same operands, same order of IEEE operations, so the same float64 values.
-_WEIGHT = {"wc": "(1.0 + beta * pc)", "wt": "(1.0 + beta * ptx)", "wr": "(1.0 + beta * prx)",
-           "wi": "(1.0 + beta * pidle)"}
-_UNPACK = "dev, pc, ptx, prx, pidle, srv, load, up, down, rtt, eps, beta, reuse, k4, k8, k16, k32"
-PY_QUANTITIES: dict[str, str] = {
-    "dev_flops_per_s": "dev", "p_comp_w": "pc", "p_tx_w": "ptx", "p_rx_w": "prx",
-    "p_idle_w": "pidle", "srv_flops_per_s": "srv", "srv_load": "load", "up_bps": "up",
-    "down_bps": "down", "rtt_s": "rtt", "eps_pp": "eps", "beta_s_per_j": "beta",
-    "reuse": "reuse", "dev_kappa_4": "k4", "dev_kappa_8": "k8", "dev_kappa_16": "k16",
-    "srv_eff_flops_per_s": "(srv * load)",
-    "dev_cost_per_flop": "({wc} / dev)",
-    "srv_cost_per_flop": "_div({wi}, srv * load)",
-    "up_cost_per_bit": "({wt} / up)",
-    "down_cost_per_bit": "({wr} / (down * reuse))",
-    "rtt_cost_s": "(rtt * (0.5 * {wt} + {wr} / reuse))",
-}
+def rows_from_arrays(arrays: Mapping[str, np.ndarray]) -> list[tuple[float, ...]]:
+    """Validate request arrays field by field (errors name the field and the first bad row)."""
+    if not isinstance(arrays, Mapping):
+        raise QsplitInputError("requests: expected a mapping of field -> array")
+    n = None
+    cols: list[np.ndarray | None] = []
+    for f in REQUEST_FIELDS:
+        if f.name not in arrays:
+            if f.default is not None:
+                cols.append(None)
+                continue
+            raise QsplitInputError(f"requests: missing required key {f.name!r}")
+        a = np.asarray(arrays[f.name])
+        if a.dtype.kind not in "fiu":
+            raise QsplitInputError(f"requests.{f.name}: expected numbers, got dtype {a.dtype}")
+        n = (a.shape[0] if a.ndim else -1) if n is None else n
+        shape = (n, len(KERNEL_WIDTHS)) if f.per_width else (n,)
+        if a.shape != shape:
+            raise QsplitInputError(f"requests.{f.name}: expected shape {shape}, got {a.shape}")
+        cols.append(a.astype(np.float64))
+    assert n is not None
+    full = {f.name: c if c is not None else np.full(n, f.default)
+            for f, c in zip(REQUEST_FIELDS, cols, strict=True)}
+    M = np.column_stack([*(full[f] for f in SCALAR_FIELDS), *(full[f.name] for f in WIDTH_FIELDS)]) \
+        if n else np.zeros((0, len(FIELDS)))
+    ok = np.isfinite(M).all(axis=1)
+    for j, name in enumerate(FIELDS):
+        lo, hi, lo_open, hi_open = RANGES[name]
+        x = M[:, j]
+        ok &= (x > lo) if lo_open else (x >= lo)
+        ok &= (x < hi) if hi_open else (x <= hi)
+    ok &= np.all(M[:, [j for j, v in enumerate(_VARS) if v.endswith("_32")]] == 1.0, axis=1)
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        i = int(bad[0])
+        raise explain_flat(f"request[{i}]", M[i].tolist())
+    return [tuple(r) for r in M.tolist()]
 
 
 def _div(a: float, b: float) -> float:
@@ -152,48 +196,37 @@ def _log10(x: float) -> float:
     """numpy's log10 semantics for x >= 0 (and NaN): log10(0) = -inf, no exception."""
     if x > 0.0:
         return math.log10(x)
-    return -_INF if x == 0.0 else math.nan
+    return -math.inf if x == 0.0 else math.nan
 
 
 def feature_function(encoder: ObservationEncoder, source: str = "tuple"
-                     ) -> Callable[[object], list[float]]:
+                     ) -> Callable[[Request | tuple[float, ...]], list[float]]:
     """f(x) -> the encoder's features as float64 values, before the float32 rounding.
 
     ``x`` is the flat tuple (``source="tuple"``) or a :class:`Request` (``"request"``, read
-    by attribute: no tuple to build on the fast path). The function is straight-line
-    Python generated from the encoder's features (a loop of closures costs twice as much):
-    each feature is its quantity's expression from :data:`PY_QUANTITIES` (fixed text,
-    chosen by a name the encoder has validated) with the feature's numbers written as exact
-    float literals. Clipping follows ``np.clip`` (NaN stays NaN). If a quantity has no twin
-    here, the encoder's numpy code is used instead.
+    by attribute: no tuple to build). The function is straight-line Python generated from
+    the encoder's features: each feature is its quantity's expression from
+    :data:`system.codec.QUANTITIES` (module text, chosen by a name the encoder has
+    validated) with the feature's numbers written as exact float literals; clipping follows
+    ``np.clip`` (NaN stays NaN).
     """
     clip = float(encoder.clip)
-    if not all(f.quantity in PY_QUANTITIES for f in encoder.features):
-        def via_numpy(x: object) -> list[float]:
-            t = from_request(x) if isinstance(x, Request) else x      # type: ignore[arg-type]
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                return encoder.encode_arrays(to_arrays([t]))[0].astype(np.float64).tolist()
-        return via_numpy
     body = []
     for i, f in enumerate(encoder.features):
-        expr = PY_QUANTITIES[f.quantity].format(**_WEIGHT)
-        body.append(f"    x = {expr} + {float(f.shift)!r}")
+        body.append(f"    x = {QUANTITIES[f.quantity]} + {float(f.shift)!r}")
         if f.transform == "log10":
             body.append("    x = log10(x) if x > 0.0 else _log10(x)")
         body.append(f"    v = (x - {float(f.center)!r}) / {float(f.scale)!r}")
         body.append(f"    v{i} = {-clip!r} if v < {-clip!r} else ({clip!r} if v > {clip!r} else v)")
     body.append(f"    return [{', '.join(f'v{i}' for i in range(len(encoder.features)))}]")
     if source == "tuple":
-        head = [f"    {_UNPACK} = t"]
+        head = [f"    {', '.join(_VARS)} = t"]
     else:
         text = "\n".join(body)
-        names = _UNPACK.split(", ")
-        used = [n for n in names if re.search(rf"\b{n}\b", text)]
-        attrs = dict(zip(names, [*SCALAR_FIELDS, "dev_kappa[0]", "dev_kappa[1]",
-                                 "dev_kappa[2]", "dev_kappa[3]"], strict=True))
-        head = [f"    {n} = t.{attrs[n]}" for n in used]
-    lines = ["def features(t, log10=log10, _log10=_log10, _div=_div):", *head, *body]
-    scope: dict[str, object] = {"log10": math.log10, "_log10": _log10, "_div": _div}
-    exec(compile("\n".join(lines), f"<qsplit features {len(encoder.features)}>", "exec"), scope)
-    fn = scope["features"]
-    return fn  # type: ignore[return-value]
+        attrs = {c: f"{f.name}[{j}]" for f in WIDTH_FIELDS
+                 for j, c in enumerate(column_names(f))}
+        head = [f"    {q} = t.{attrs.get(q, q)}" for q in BASE_QUANTITIES
+                if re.search(rf"\b{q}\b", text)]
+    scope: dict[str, object] = {"log10": math.log10, "_log10": _log10, "div": _div}
+    return _compile("features", ["def features(t, log10=log10, _log10=_log10, div=div):",
+                                 *head, *body], scope)

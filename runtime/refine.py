@@ -20,7 +20,7 @@ cheapest feasible one, until none lowers the cost:
 * the cut moved by up to ``cut_radius`` units: units dropped from the device, or added at
   one common width, with any activation width at the new cut.
 
-Every accepted move keeps the plan within the budget (drop <= eps_pp + FEAS_TOL_PP) and
+Every accepted move keeps the plan within the budget (:func:`system.cost.drop_limit_pp`) and
 lowers its cost, so the result is feasible and never costs more than the start. Costs and
 drops come from :func:`system.cost.unit_tables` (the same per-unit terms the optimizer and
 the repair use), and the result is recomputed from the tables at the end.
@@ -28,27 +28,24 @@ the repair use), and the result is recomputed from the tables at the end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from system.accuracy import FEAS_TOL_PP
-from system.cost import UnitTables
+from system.cost import UnitTables, drop_limit_pp
+from system.optimal import hull_multipliers
+from system.plan import Plan, PlanResult
 from system.repair import plan_cost_drop
 
 _REL = 1e-12
 
 
-@dataclass(frozen=True)
-class Refined:
-    """The plan after the search, in index form, with its cost and drop."""
-
-    cut: int
-    w_idx: tuple[int, ...]
-    a_idx: int
-    cost: float
-    drop_pp: float
-    moves: int
+def _result(T: UnitTables, cut: int, w_idx: np.ndarray | tuple[int, ...], a_idx: int, cost: float,
+            drop: float, moves: int) -> PlanResult:
+    """The plan in both forms (index and bits) with its cost, drop and number of moves."""
+    L, bits = T.c_w.shape[0], T.bits
+    w = tuple(int(x) for x in w_idx)
+    plan = Plan.canonical(cut, [bits[k] for k in w], bits[a_idx], L)
+    return PlanResult(plan=plan, cost=cost, drop_pp=drop, cut=cut, w_idx=w, a_idx=a_idx,
+                      steps=moves)
 
 
 def _singles(T: UnitTables, p: int, w: np.ndarray, a: int, inner: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -63,18 +60,18 @@ def _singles(T: UnitTables, p: int, w: np.ndarray, a: int, inner: bool) -> tuple
 
 
 def local_search(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray | list[int],
-                 a_idx: int, *, cut_radius: int = 2, max_moves: int = 64) -> Refined:
+                 a_idx: int, *, cut_radius: int = 2, max_moves: int = 64) -> PlanResult:
     """Improve a feasible plan (see the module docstring); an infeasible start is returned as is."""
     L, K = T.c_w.shape
     k32 = T.bits.index(32)
-    thr = eps_pp + FEAS_TOL_PP
+    limit = drop_limit_pp(eps_pp)
     p = int(cut)
     w = np.asarray(w_idx, dtype=np.int64)[:p].copy()
     a = int(a_idx) if 0 < p < L else k32
     cost, drop = plan_cost_drop(T, p, w, a)
     moves = 0
-    if drop > thr:
-        return Refined(p, tuple(int(x) for x in w), a, cost, drop, 0)
+    if drop > limit:
+        return _result(T, p, w, a, cost, drop, 0)
     steps = np.array([-1, 1])
     while moves < max_moves:
         inner = 0 < p < L
@@ -82,7 +79,7 @@ def local_search(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray | lis
         # single rows, any width
         dc, dd = _singles(T, p, w, a, inner)
         if dc.size:
-            c1 = np.where(drop + dd <= thr, cost + dc, np.inf)
+            c1 = np.where(drop + dd <= limit, cost + dc, np.inf)
             i = int(np.argmin(c1))
             if c1.flat[i] < best_c:
                 best_c, best = float(c1.flat[i]), ("one", *divmod(i, K))
@@ -97,7 +94,7 @@ def local_search(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray | lis
             row = np.repeat(np.arange(len(cur)), 2)
             pc = sdc[:, None] + sdc[None, :]
             pd = sdd[:, None] + sdd[None, :]
-            pc = np.where((row[:, None] != row[None, :]) & (drop + pd <= thr), cost + pc, np.inf)
+            pc = np.where((row[:, None] != row[None, :]) & (drop + pd <= limit), cost + pc, np.inf)
             j = int(np.argmin(pc))
             if pc.flat[j] < best_c:
                 u, v = divmod(j, pc.shape[1])
@@ -121,7 +118,7 @@ def local_search(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray | lis
                 qd = base_d + add_d[None, :] + T.d_a[q][:, None]
             if not 0 < q < L:
                 qc, qd = qc[k32:k32 + 1], qd[k32:k32 + 1]          # act bits unused
-            qc = np.where(qd <= thr, qc, np.inf)
+            qc = np.where(qd <= limit, qc, np.inf)
             i = int(np.argmin(qc))
             if qc.flat[i] < best_c:
                 ai, wi = divmod(i, qc.shape[1])
@@ -148,33 +145,23 @@ def local_search(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray | lis
             w2 = w[:p2].copy() if p2 < p else np.concatenate([w, np.full(p2 - p, wi, np.int64)])
             a2 = int(ai)
         new_c, new_d = plan_cost_drop(T, p2, w2, a2)
-        if not (new_d <= thr and new_c < cost):       # rounding guard: keep the last good plan
+        if not (new_d <= limit and new_c < cost):       # rounding guard: keep the last good plan
             break
         p, w, a, cost, drop = p2, w2, a2, new_c, new_d
         moves += 1
-    return Refined(p, tuple(int(x) for x in w), a if 0 < p < L else k32, cost, drop, moves)
+    return _result(T, p, w, a if 0 < p < L else k32, cost, drop, moves)
 
 
-def lagrangian_sweep(T: UnitTables, eps_pp: float) -> tuple[int, np.ndarray, int, float] | None:
+def lagrangian_sweep(T: UnitTables, eps_pp: float) -> PlanResult | None:
     """The cheapest hull-greedy plan within the budget over all cuts (see the module doc).
 
-    Returns (cut, weight-bit indices of units 0..cut-1, act index, cost), or None if no
-    hull-greedy plan is feasible (cut 0 always is, so only for an empty profile).
+    None if no hull-greedy plan is feasible (cut 0 always is, so only for an empty profile).
     """
     c, d = T.c_w, T.d_w
     L, K = c.shape
-    thr = eps_pp + FEAS_TOL_PP
-    # multipliers at which a unit is indifferent between two of its best widths: the
-    # breakpoints of its lower hull (just above each, so the argmin below is unique)
-    dc = c[:, :, None] - c[:, None, :]
-    dd = d[:, None, :] - d[:, :, None]
-    ok = (dc > 0) & (dd > 0)
-    u, k1, k2 = np.nonzero(ok)
-    lam = dc[u, k1, k2] / dd[u, k1, k2]
-    val = c[u] + lam[:, None] * d[u]                                         # (n, K)
-    on_hull = val[np.arange(len(u)), k1] <= val.min(axis=1) * (1.0 + 1e-12)
-    lam = np.unique(lam[on_hull])
-    lam = np.concatenate([[0.0], lam * (1.0 + 1e-9)])
+    limit = drop_limit_pp(eps_pp)
+    # just above each multiplier at which a unit's best option changes, so the argmin is unique
+    lam = np.concatenate([[0.0], hull_multipliers(c, d) * (1.0 + 1e-9)])
     pick = np.argmin(c[None] + lam[:, None, None] * d[None], axis=2)        # (M, L)
     rows = np.arange(L)[None, :]
     C = np.concatenate([np.zeros((len(lam), 1)), np.cumsum(c[rows, pick], axis=1)], axis=1)
@@ -183,7 +170,7 @@ def lagrangian_sweep(T: UnitTables, eps_pp: float) -> tuple[int, np.ndarray, int
     # C rises along the rows: the infeasible rows of a (cut, act) form a prefix, and the
     # first feasible row is the cheapest.
     M = len(lam)
-    first = np.sum(D[:, :, None] + T.d_a[None] > thr, axis=0)               # (L+1, K)
+    first = np.sum(D[:, :, None] + T.d_a[None] > limit, axis=0)               # (L+1, K)
     k32 = T.bits.index(32)
     usable = np.zeros((L + 1, K), dtype=bool)
     usable[1:L] = True
@@ -197,13 +184,13 @@ def lagrangian_sweep(T: UnitTables, eps_pp: float) -> tuple[int, np.ndarray, int
     q, a = divmod(i, K)
     mm = int(m[q, a])
     tot_d = D[mm, q] + T.d_a[q, a]
-    if tot_d > thr:                       # not monotone after all (rounding): give up
+    if tot_d > limit:     # not monotone after all (rounding): give up
         return None
-    return q, pick[mm, :q].astype(np.int64), a, float(tot.flat[i])
+    return _result(T, q, pick[mm, :q], a, float(tot.flat[i]), float(tot_d), 0)
 
 
 def refine(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray | list[int], a_idx: int,
-           *, cut_radius: int = 1) -> Refined:
+           *, cut_radius: int = 1) -> PlanResult:
     """The best of the polished start and the polished sweep plan (see the module doc)."""
     p = int(cut)
     L = T.c_w.shape[0]
@@ -213,11 +200,11 @@ def refine(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray | list[int]
     cost0, drop0 = plan_cost_drop(T, p, w0, a0)
     sw = lagrangian_sweep(T, eps_pp)
     if sw is None:
-        return Refined(p, tuple(int(x) for x in w0), a0, cost0, drop0, 0)
-    q, w, a, c_sw = sw
+        return _result(T, p, w0, a0, cost0, drop0, 0)
+    q, w, a, c_sw = sw.cut, np.asarray(sw.w_idx, dtype=np.int64), sw.a_idx, sw.cost
     if c_sw >= cost0 * (1.0 + 1e-3):         # the sweep is far off: polish the start instead
         q, w, a = p, w0, a0
     r = local_search(T, eps_pp, q, w, a, cut_radius=cut_radius)
-    if r.cost < cost0 and r.drop_pp <= eps_pp + FEAS_TOL_PP:
-        return Refined(r.cut, r.w_idx, r.a_idx, r.cost, r.drop_pp, r.moves + 1)
-    return Refined(p, tuple(int(x) for x in w0), a0, cost0, drop0, 0)
+    if r.cost < cost0 and r.drop_pp <= drop_limit_pp(eps_pp):
+        return r._replace(steps=r.steps + 1)
+    return _result(T, p, w0, a0, cost0, drop0, 0)

@@ -13,7 +13,7 @@ import sys
 from system.baselines import DECIDERS
 from system.cost import plan_report
 from system.errors import QsplitInputError
-from system.hardware import device_names, get_device, get_server, server_names
+from system.hardware import catalog_entries
 from system.profiles import builtin_profile_names, load_profile
 from system.request import REQUEST_JSON_FIELDS, load_request_file
 
@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                    **plan_report(profile, req, plan)}
             print(json.dumps(out, indent=1))
         elif args.cmd == "catalog":
-            cat = {"devices": {n: get_device(n).__dict__ for n in device_names()},
-                   "servers": {n: get_server(n).__dict__ for n in server_names()}}
+            cat = {kind: catalog_entries(kind) for kind in ("devices", "servers")}
             print(json.dumps(cat, indent=1))
         else:
             print(json.dumps(REQUEST_JSON_FIELDS, indent=1))

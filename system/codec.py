@@ -27,56 +27,55 @@ bits, so ``decode(encode(plan)) == plan`` for every canonical plan.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from system.accuracy import FEAS_TOL_PP
-from system.bits import DEFAULT_BITS, KERNEL_WIDTHS, check_bit_set
+from system.accuracy import is_feasible
+from system.bits import DEFAULT_BITS, check_bit_set
 from system.cost import UnitTables
 from system.errors import QsplitInputError, check_finite, check_keys
+from system.fields import REQUEST_FIELDS, SCALAR_NAMES, WIDTH_FIELDS, column_names, observed_names
 from system.plan import Plan
-from system.request import Request
+from system.request import Request, request_arrays
 
 ENCODER_FORMAT = "qsplit-obs-encoder/1"
 CODEC_FORMAT = "qsplit-action-codec/1"
 
-# Request fields gathered into arrays (one row per request) before the features are computed.
-_FIELDS = ("dev_flops_per_s", "p_comp_w", "p_tx_w", "p_rx_w", "p_idle_w", "srv_flops_per_s",
-           "srv_load", "up_bps", "down_bps", "rtt_s", "eps_pp", "beta_s_per_j", "reuse")
-
-
-def request_arrays(requests: Sequence[Request]) -> dict[str, np.ndarray]:
-    """The request fields as float64 arrays of shape (N,); kappa as ``dev_kappa`` (N, 4)."""
-    out = {f: np.fromiter((getattr(r, f) for r in requests), dtype=np.float64,
-                          count=len(requests)) for f in _FIELDS}
-    out["dev_kappa"] = np.asarray([r.dev_kappa for r in requests], dtype=np.float64).reshape(
-        len(requests), len(KERNEL_WIDTHS))
-    return out
-
-
-def _k(width: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-    i = KERNEL_WIDTHS.index(width)
-    return lambda a: a["dev_kappa"][:, i]
-
-
-def _w(power: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-    return lambda a: 1.0 + a["beta_s_per_j"] * a[power]
-
-
-#: Named quantities a feature may read, as functions of :func:`request_arrays`' output.
-QUANTITIES: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]] = {
-    **{f: (lambda a, f=f: a[f]) for f in _FIELDS},
-    "dev_kappa_4": _k(4), "dev_kappa_8": _k(8), "dev_kappa_16": _k(16),
-    "srv_eff_flops_per_s": lambda a: a["srv_flops_per_s"] * a["srv_load"],
-    # prices of DESIGN.md §1's cost terms (seconds of cost per FLOP or per bit)
-    "dev_cost_per_flop": lambda a: _w("p_comp_w")(a) / a["dev_flops_per_s"],
-    "srv_cost_per_flop": lambda a: _w("p_idle_w")(a) / (a["srv_flops_per_s"] * a["srv_load"]),
-    "up_cost_per_bit": lambda a: _w("p_tx_w")(a) / a["up_bps"],
-    "down_cost_per_bit": lambda a: _w("p_rx_w")(a) / (a["down_bps"] * a["reuse"]),
-    "rtt_cost_s": lambda a: a["rtt_s"] * (0.5 * _w("p_tx_w")(a) + _w("p_rx_w")(a) / a["reuse"]),
+#: The request's observed fields, as named quantities (a speedup per kernel width below 32).
+BASE_QUANTITIES: tuple[str, ...] = tuple(q for f in REQUEST_FIELDS for q in observed_names(f))
+#: Quantities derived from the base ones, as Python expressions over their names (the runtime
+#: evaluates the same text on floats): the prices that make up a plan's cost (DESIGN.md §1),
+#: in seconds of cost per FLOP or per bit. ``div`` is a quotient whose divisor can underflow
+#: to 0 (numpy's semantics: inf or nan, no exception).
+DERIVED_QUANTITIES: dict[str, str] = {
+    "srv_eff_flops_per_s": "srv_flops_per_s * srv_load",
+    "dev_cost_per_flop": "(1.0 + beta_s_per_j * p_comp_w) / dev_flops_per_s",
+    "srv_cost_per_flop": "div(1.0 + beta_s_per_j * p_idle_w, srv_flops_per_s * srv_load)",
+    "up_cost_per_bit": "(1.0 + beta_s_per_j * p_tx_w) / up_bps",
+    "down_cost_per_bit": "(1.0 + beta_s_per_j * p_rx_w) / (down_bps * reuse)",
+    "rtt_cost_s": "rtt_s * (0.5 * (1.0 + beta_s_per_j * p_tx_w) + (1.0 + beta_s_per_j * p_rx_w)"
+                  " / reuse)",
 }
+#: Every quantity a feature may read, as an expression (a base quantity is its own name).
+QUANTITIES: dict[str, str] = {**{q: q for q in BASE_QUANTITIES}, **DERIVED_QUANTITIES}
+_COMPILED = {q: compile(e, f"<quantity {q}>", "eval") for q, e in QUANTITIES.items()}
+
+
+def base_quantity_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`request_arrays` output as one (N,) array per base quantity."""
+    out = {f: arrays[f] for f in SCALAR_NAMES}
+    for f in WIDTH_FIELDS:
+        out.update(zip(column_names(f), arrays[f.name].T, strict=True))
+    return {q: out[q] for q in BASE_QUANTITIES}
+
+
+def quantity_array(name: str, base: dict[str, np.ndarray]) -> np.ndarray:
+    """A named quantity of N requests from :func:`base_quantity_arrays` output."""
+    return eval(_COMPILED[name], {"__builtins__": {}, "div": np.divide}, base)
+
+
 TRANSFORMS = ("log10", "linear")
 
 
@@ -154,9 +153,10 @@ class ObservationEncoder:
 
     def encode_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """Features of N requests given as :func:`request_arrays` output, (N, F) float32."""
+        base = base_quantity_arrays(arrays)
         cols = []
         for f in self.features:
-            x = QUANTITIES[f.quantity](arrays) + f.shift
+            x = quantity_array(f.quantity, base) + f.shift
             if f.transform == "log10":
                 x = np.log10(x)
             cols.append((x - f.center) / f.scale)
@@ -266,13 +266,13 @@ class ActionCodec:
         drop exceeds it at every inner cut; a cut whose least possible drop does. 32 bits
         (drop about 1e-16 pp) and cut 0 (drop 0) are never masked.
         """
-        eps = eps_pp + FEAS_TOL_PP
         L = self.n_units
         prefix = np.concatenate([[0.0], np.cumsum(T.d_w.min(axis=1))])
-        cut_ok = prefix + T.d_a.min(axis=1) <= eps
+        cut_ok = is_feasible(prefix + T.d_a.min(axis=1), eps_pp)
         cut_ok[0] = True
-        act_ok = (T.d_a[1:L].min(axis=0) <= eps) if L > 1 else np.ones(self.n_bits, bool)
-        w_ok = T.d_w <= eps
+        act_ok = is_feasible(T.d_a[1:L].min(axis=0), eps_pp) if L > 1 \
+            else np.ones(self.n_bits, bool)
+        w_ok = is_feasible(T.d_w, eps_pp)
         w_ok[:, self.bits.index(32)] = True
         act_ok[self.bits.index(32)] = True
         return np.concatenate([cut_ok, act_ok, w_ok.ravel()])

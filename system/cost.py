@@ -13,11 +13,12 @@ Every term is a function of its own so it can be tested alone. Plans come as arr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from system.accuracy import drop_pp, is_feasible
+from system.accuracy import FEAS_TOL_PP, drop_pp, is_feasible
 from system.bits import DEFAULT_BITS, kernel_kappa, q_noise
 from system.plan import Plan, plans_to_arrays
 from system.profiles import ModelProfile
@@ -146,6 +147,39 @@ class UnitTables:
     d_a: np.ndarray     # (L+1, K) activation drop at the cut
 
 
+def drop_limit_pp(eps_pp: float) -> float:
+    """The largest drop :func:`system.accuracy.is_feasible` accepts under a budget, as a
+    float, for per-plan loops where a numpy call per test would dominate."""
+    return eps_pp + FEAS_TOL_PP
+
+
+def drop_sum_pp(weight_drops: Iterable[float], act_drop: float) -> float:
+    """A plan's drop from its terms (device units in order, then the activation), added left
+    to right: the one summation order of the repair, the runtime's guard and its batch
+    (:func:`drop_sums_pp`), so their budget tests agree bit for bit."""
+    return sum([*weight_drops, act_drop])
+
+
+def drop_sums_pp(weight_drops: np.ndarray, act_drops: np.ndarray) -> np.ndarray:
+    """:func:`drop_sum_pp` of N plans: ``weight_drops`` (N, L) is 0 past each cut.
+
+    ``np.cumsum`` adds sequentially (``np.sum`` pairwise), so the order is the same.
+    """
+    return np.cumsum(weight_drops, axis=1)[:, -1] + act_drops
+
+
+def drop_tables(profile: ModelProfile, bits: tuple[int, ...] = DEFAULT_BITS
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """UnitTables' d_w (L, K) and d_a (L+1, K): they depend on the profile and bits only."""
+    L = profile.n_units
+    q = q_noise(np.asarray(bits, dtype=np.float64))
+    d_w = profile.sens_w[:, None] * q[None, :]
+    cuts = np.arange(L + 1)
+    inner = (cuts > 0) & (cuts < L)
+    sa = np.concatenate([[0.0], profile.sens_a])
+    return d_w, (inner * sa)[:, None] * q[None, :]
+
+
 def unit_tables(profile: ModelProfile, req: Request,
                 bits: tuple[int, ...] = DEFAULT_BITS) -> UnitTables:
     """Per-unit decomposition of :func:`evaluate_arrays` (same formulas, regrouped)."""
@@ -158,14 +192,11 @@ def unit_tables(profile: ModelProfile, req: Request,
     kap = kernel_kappa(np.asarray(bits), np.asarray(req.dev_kappa))
     c_w = (profile.params[:, None] * b[None, :] / (req.down_bps * req.reuse)) * w_rx \
         + (2.0 * profile.macs[:, None] / (req.dev_flops_per_s * kap[None, :])) * w_comp
-    d_w = profile.sens_w[:, None] * q_noise(b)[None, :]
+    d_w, d_a = drop_tables(profile, bits)
     cuts = np.arange(L + 1)
     up_bits = bits_at_cut(profile, np.repeat(cuts, len(bits)), np.tile(b, L + 1)).reshape(L + 1, -1)
     up = (cuts[:, None] < L) * (req.rtt_s / 2.0 + up_bits / req.up_bps) * w_tx
     down = (cuts[:, None] > 0) * (req.rtt_s / req.reuse) * w_rx
     srv = server_suffix_s(profile, req)[:, None] * w_idle
     fixed = up + down + srv
-    inner = (cuts > 0) & (cuts < L)
-    sa = np.concatenate([[0.0], profile.sens_a])
-    d_a = (inner * sa)[:, None] * q_noise(b)[None, :]
     return UnitTables(bits=tuple(bits), c_w=c_w, d_w=d_w, fixed=fixed, d_a=d_a)

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-import numpy as np
-
 from system.bits import KERNEL_WIDTHS
 from system.errors import QsplitInputError, check_finite, check_keys
 
@@ -64,12 +62,14 @@ class Device:
 
 @dataclass(frozen=True)
 class Server:
-    """The edge server that holds the network and runs the tail at fp32."""
+    """The edge server that holds the network and runs the tail at fp32.
+
+    Only its compute enters the cost (the tail runs at fp32 and the device's energy is what
+    is counted); the catalog also records its kernel speedups and power, for readers.
+    """
 
     name: str
     flops_per_s: float          # effective fp32 FLOP/s at batch 1
-    kappa: tuple[float, ...]
-    p_comp_w: float
     label: str = ""
     source: str = field(default="", compare=False)
 
@@ -115,11 +115,20 @@ def get_server(name: str) -> Server:
     """A catalog server by name (see :func:`server_names`)."""
     e = check_keys(f"server {name}", _entry("servers", name),
                    ["label", "gflops", "kappa", "p_comp_w", "source"])
-    return Server(name=name, flops_per_s=float(e["gflops"]) * 1e9,
-                  kappa=parse_kappa(f"server {name}: kappa", e["kappa"]),
-                  p_comp_w=e["p_comp_w"], label=e["label"], source=e["source"])
+    parse_kappa(f"server {name}: kappa", e["kappa"])
+    check_finite(f"server {name}: p_comp_w", e["p_comp_w"], lo=0.0, unit="W")
+    return Server(name=name, flops_per_s=float(e["gflops"]) * 1e9, label=e["label"],
+                  source=e["source"])
 
 
-def kappa_array(kappa: tuple[float, ...]) -> np.ndarray:
-    """The kappa vector as a float64 array aligned with KERNEL_WIDTHS."""
-    return np.asarray(kappa, dtype=np.float64)
+def catalog_entries(kind: str) -> dict[str, dict]:
+    """The catalog's ``devices`` or ``servers`` as written (units and sources), each validated.
+
+    Includes the figures the cost model does not read (a server's kernel speedups and power).
+    """
+    load = get_device if kind == "devices" else get_server
+    out = {}
+    for name in sorted(_catalog()[kind]):
+        load(name)
+        out[name] = dict(_entry(kind, name))
+    return out

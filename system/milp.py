@@ -15,9 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from system.accuracy import FEAS_TOL_PP
 from system.bits import DEFAULT_BITS
-from system.cost import unit_tables
+from system.cost import drop_limit_pp, unit_tables
 from system.plan import Plan
 from system.profiles import ModelProfile
 from system.request import Request
@@ -33,7 +32,7 @@ def solve_milp(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFA
     ny, nx = len(ys), L * K
     obj = np.concatenate([[T.fixed[p, a] for p, a in ys], T.c_w.ravel()])
     scale = 1e6 / max(float(T.fixed[0, a32]), 1e-12)
-    eps = req.eps_pp + FEAS_TOL_PP
+    eps = drop_limit_pp(req.eps_pp)
     drop = np.concatenate([[T.d_a[p, a] for p, a in ys], T.d_w.ravel()])
     drop = np.where(drop < 1e-15 * max(eps, 1e-9), 0.0, drop)
     rows = [np.concatenate([np.ones(ny), np.zeros(nx)])]

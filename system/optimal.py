@@ -27,10 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from system.accuracy import FEAS_TOL_PP
 from system.bits import DEFAULT_BITS
-from system.cost import UnitTables, unit_tables
-from system.plan import Plan
+from system.cost import UnitTables, drop_limit_pp, drop_sum_pp, unit_tables
+from system.plan import Plan, PlanResult
 from system.profiles import ModelProfile
 from system.request import Request
 
@@ -38,20 +37,8 @@ _REL = 1e-12
 
 
 @dataclass(frozen=True)
-class Solution:
-    """The optimal plan with its cost and drop, and how much work finding it took."""
-
-    plan: Plan
-    cost: float
-    drop_pp: float
-    candidates: int     # (cut, act-bits) pairs that were feasible at all
-    exact_solves: int   # knapsacks solved by the dynamic programme
-
-
-@dataclass(frozen=True)
 class _Hull:
-    order: np.ndarray      # (L, K) option indices sorted by (drop, cost)
-    start: np.ndarray      # (L,) sorted position of each unit's hull start (always 0)
+    order: np.ndarray      # (L, K) option indices sorted by (drop, cost); hulls start at 0
     seg_unit: np.ndarray   # (S,) unit of each hull segment, segments sorted by efficiency
     seg_to: np.ndarray     # (S,) sorted position the segment ends at
     seg_dd: np.ndarray     # (S,) drop added (> 0)
@@ -59,49 +46,64 @@ class _Hull:
     seg_eff: np.ndarray    # (S,) cost saved per pp of drop, descending
 
 
-def _hulls(c_w: np.ndarray, d_w: np.ndarray) -> _Hull:
-    """Lower convex hull of each unit's options, walked from least drop to least cost."""
+def _hull_segments(c_w: np.ndarray, d_w: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each unit's lower convex hull of its (drop, cost) options, walked from least drop to
+    least cost: the option order, and per segment its unit, end position, drop and cost added."""
     L, K = c_w.shape
     order = np.lexsort((c_w, d_w), axis=1)
-    C = np.take_along_axis(c_w, order, axis=1)
-    D = np.take_along_axis(d_w, order, axis=1)
+    rows = np.arange(L)[:, None]
+    C = c_w[rows, order]
+    D = d_w[rows, order]
     dd = D[:, None, :] - D[:, :, None]            # (L, from, to)
     dc = C[:, None, :] - C[:, :, None]
     ok = (dd > 0) & (dc < 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.where(ok, dc / np.where(ok, dd, 1.0), np.inf)
+    slope = np.full(dd.shape, np.inf)
+    np.divide(dc, dd, out=slope, where=ok)
     best = slope.min(axis=2)
     # steepest descent from each point; among equal slopes the farthest (skips collinear ones)
-    tie = ok & (slope <= best[:, :, None])
-    nxt = np.where(np.isfinite(best), K - 1 - np.argmax(tie[:, :, ::-1], axis=2), -1)
-    rows = np.arange(L)
-    on = np.zeros((L, K), dtype=bool)
-    cur = np.zeros(L, dtype=np.int64)
-    for _ in range(K - 1):
-        step = nxt[rows, cur]
-        has = step >= 0
-        if not has.any():
-            break
-        on[rows[has], cur[has]] = True
-        cur = np.where(has, step, cur)
-    su, sf = np.nonzero(on)                          # a segment leaves every marked vertex
+    nxt = np.where(np.isfinite(best),
+                   K - 1 - np.argmax((slope <= best[:, :, None])[:, :, ::-1], axis=2), -1)
+    # walk each unit's chain from its start (plain Python: a few steps per unit)
+    units, starts = [], []
+    for u, row in enumerate(nxt.tolist()):
+        k = 0
+        while row[k] >= 0:
+            units.append(u)
+            starts.append(k)
+            k = row[k]
+    su = np.asarray(units, dtype=np.int64)           # a segment leaves every vertex walked
+    sf = np.asarray(starts, dtype=np.int64)
     st = nxt[su, sf]
     sdd = D[su, st] - D[su, sf]
     sdc = C[su, st] - C[su, sf]
+    return order, su, st, sdd, sdc
+
+
+def _hulls(c_w: np.ndarray, d_w: np.ndarray) -> _Hull:
+    """The hull segments sorted by efficiency (cost saved per pp of drop, descending)."""
+    order, su, st, sdd, sdc = _hull_segments(c_w, d_w)
     eff = -sdc / sdd if len(sdd) else np.zeros(0)
     srt = np.argsort(-eff, kind="stable")
-    return _Hull(order=order, start=np.zeros(L, np.int64), seg_unit=su[srt], seg_to=st[srt],
-                 seg_dd=sdd[srt], seg_dc=sdc[srt], seg_eff=eff[srt])
+    return _Hull(order=order, seg_unit=su[srt], seg_to=st[srt], seg_dd=sdd[srt],
+                 seg_dc=sdc[srt], seg_eff=eff[srt])
+
+
+def hull_multipliers(c_w: np.ndarray, d_w: np.ndarray) -> np.ndarray:
+    """The Lagrange multipliers at which some unit's best option under cost + lam * drop
+    changes: the slopes of the units' lower hulls (cost saved per pp of drop), ascending."""
+    _, _, _, sdd, sdc = _hull_segments(c_w, d_w)
+    return np.unique(-sdc / sdd)
 
 
 def solve(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFAULT_BITS,
-          tables: UnitTables | None = None) -> Solution:
+          tables: UnitTables | None = None) -> PlanResult:
     """The exact least-cost plan within the request's budget."""
     T = tables if tables is not None else unit_tables(profile, req, bits)
     c_w, d_w, fixed, d_a = T.c_w, T.d_w, T.fixed, T.d_a
     L = c_w.shape[0]
     Ka = fixed.shape[1]
-    eps = req.eps_pp + FEAS_TOL_PP
+    eps = drop_limit_pp(req.eps_pp)
     a32 = T.bits.index(32)
 
     H = _hulls(c_w, d_w)
@@ -141,8 +143,7 @@ def solve(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFAULT_B
 
     p_best, a_best = np.unravel_index(int(np.argmin(ub)), ub.shape)
     inc = float(ub[p_best, a_best])
-    best: tuple[str, int, int, object] = ("hull", int(p_best), int(a_best), None)
-    n_valid = int(valid.sum())
+    best: tuple[str, int, int, np.ndarray | None] = ("hull", int(p_best), int(a_best), None)
     exact = 0
     flat = np.argsort(lb, axis=None, kind="stable")
     for idx in flat:
@@ -174,13 +175,14 @@ def solve(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFAULT_B
     wb = np.asarray(T.bits)[np.asarray(choice, dtype=np.int64)[:p]] if p else np.zeros(0, int)
     plan = Plan.canonical(p, wb, T.bits[a], L)
     ks = np.asarray(choice, dtype=np.int64)[:p]
-    drop = float(np.sum(d_w[np.arange(p), ks]) + d_a[p, a])
-    return Solution(plan=plan, cost=inc, drop_pp=drop, candidates=n_valid, exact_solves=exact)
+    drop = drop_sum_pp(d_w[np.arange(p), ks].tolist(), float(d_a[p, a]))
+    return PlanResult(plan=plan, cost=inc, drop_pp=drop, cut=p, w_idx=tuple(ks.tolist()),
+                      a_idx=a if 0 < p < L else a32, steps=exact)
 
 
 def _hull_choice(H: _Hull, p: int, n_taken: int, L: int) -> np.ndarray:
     """Option index per unit after taking the first ``n_taken`` segments of units < p."""
-    pos = H.start.copy()
+    pos = np.zeros(L, np.int64)
     sel = H.seg_unit[:n_taken] < p
     u = H.seg_unit[:n_taken][sel]
     t = H.seg_to[:n_taken][sel]
@@ -264,9 +266,3 @@ def _exact_mckp(c: np.ndarray, d: np.ndarray, budget: float, const: float, lam: 
         choice[free[j]] = opts[j][flat % nk]
         i = flat // nk
     return best_cost, choice
-
-
-def solve_many(profile: ModelProfile, requests: list[Request],
-               bits: tuple[int, ...] = DEFAULT_BITS) -> list[Solution]:
-    """The optimum of each request."""
-    return [solve(profile, r, bits) for r in requests]

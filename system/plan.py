@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,6 +55,21 @@ class Plan:
         """JSON form: cut, weight_bits, act_bits."""
         return {"cut": int(self.cut), "weight_bits": [int(b) for b in self.weight_bits],
                 "act_bits": int(self.act_bits)}
+
+
+class PlanResult(NamedTuple):
+    """A decided plan with its cost and drop, also as option indices into the bit set (the
+    form the optimizer, the repair and the refinement work in), and how it was reached."""
+
+    plan: Plan
+    cost: float
+    drop_pp: float
+    cut: int
+    w_idx: tuple[int, ...]  # (cut,) weight-bit index of each device-side unit
+    a_idx: int              # activation-bit index (the index of 32 at cut 0 and cut L)
+    steps: int = 0          # changes made: repair bit raises, refinement moves, exact knapsacks
+    repaired: bool = False  # an infeasible plan was changed
+    fallback: bool = False  # the repair's all-32 plan did not fit either: cut 0 was taken
 
 
 def plans_to_arrays(plans: list[Plan], n_units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

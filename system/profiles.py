@@ -71,7 +71,7 @@ class ModelProfile:
         """Write the JSON form atomically (temp file, then rename)."""
         from system.atomic import atomic_write_text
 
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def _num(x: float) -> int | float:
@@ -79,12 +79,44 @@ def _num(x: float) -> int | float:
     return int(xf) if xf.is_integer() else xf
 
 
-def _nonneg(field_name: str, value: object) -> float:
-    return check_finite(field_name, value, lo=0.0)
+def _nonneg(field_name: str, value: object, unit: str = "") -> float:
+    return check_finite(field_name, value, lo=0.0, unit=unit)
+
+
+#: Unit of each per-unit figure, as error messages name it.
+_UNIT_FIGURES = {"macs": "MACs", "params": "weights", "out_elems": "elements",
+                 "sens_w": "pp per unit of q(b)", "sens_a": "pp per unit of q(b)"}
+_COUNTS = ("macs", "params", "out_elems")
+
+
+def _unit_figures(uw: str, u: object) -> dict[str, float]:
+    """One unit's figures, checked: whole counts, a tensor to send, sensitivities >= 0."""
+    if isinstance(u, dict):
+        missing = [k for k in ("sens_w", "sens_a") if u.get(k) is None]
+        if missing:
+            raise QsplitInputError(f"{uw}: sensitivities missing ({', '.join(missing)}: "
+                                   "each a number >= 0 in pp per unit of q(b))")
+    check_keys(uw, u, _UNIT_KEYS)
+    figs = {k: _nonneg(f"{uw}.{k}", u[k], unit) for k, unit in _UNIT_FIGURES.items()}
+    for k in _COUNTS:
+        if not figs[k].is_integer():
+            raise QsplitInputError(f"{uw}.{k}: expected a whole number >= 0 of "
+                                   f"{_UNIT_FIGURES[k]}, got {u[k]!r}")
+    if figs["out_elems"] < 1:
+        raise QsplitInputError(f"{uw}.out_elems: 0 is outside the allowed range [1, inf) elements "
+                               "(a unit's output is the tensor a cut after it sends)")
+    if figs["params"] == 0 and figs["sens_w"] != 0:
+        raise QsplitInputError(f"{uw}.sens_w: {figs['sens_w']:g} on a unit without weights; "
+                               "expected 0 pp per unit of q(b)")
+    return figs
 
 
 def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
-    """Build a profile from its JSON form, refusing anything malformed."""
+    """Build a profile from its JSON form, refusing anything malformed.
+
+    The one validator of the format: loading a shipped or user profile and writing one
+    (``profiling``) both go through it.
+    """
     d = check_keys(where, data, _TOP_REQUIRED, _TOP_OPTIONAL)
     if "format" in d and d["format"] != PROFILE_FORMAT:
         raise QsplitInputError(f"{where}.format: expected {PROFILE_FORMAT!r}, got {d['format']!r}")
@@ -98,19 +130,29 @@ def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
     names: list[str] = []
     for i, u in enumerate(units):
         uw = f"{where}.units[{i}]"
-        check_keys(uw, u, _UNIT_KEYS)
+        figs = _unit_figures(uw, u)
         if not isinstance(u["name"], str) or not u["name"]:
             raise QsplitInputError(f"{uw}.name: expected a non-empty string")
+        if u["name"] in names:
+            raise QsplitInputError(f"{uw}.name: {u['name']!r} is already the name of unit "
+                                   f"{names.index(u['name'])}; unit names must be unique")
         names.append(u["name"])
         for k in _UNIT_KEYS[1:]:
-            cols[k].append(_nonneg(f"{uw}.{k}", u[k]))
-    in_elems = _nonneg(f"{where}.in_elems", d["in_elems"])
+            cols[k].append(figs[k])
+    if cols["sens_a"][-1] != 0:
+        raise QsplitInputError(
+            f"{where}.units[{len(units) - 1}].sens_a: {cols['sens_a'][-1]:g} on the last unit; "
+            "expected 0 pp per unit of q(b) (no tensor is sent after the last unit)")
+    in_elems = _nonneg(f"{where}.in_elems", d["in_elems"], "elements")
     if in_elems < 1 or not in_elems.is_integer():
-        raise QsplitInputError(f"{where}.in_elems: expected an integer >= 1, got {d['in_elems']!r}")
-    input_bits = _nonneg(f"{where}.input_bits", d["input_bits"])
+        raise QsplitInputError(
+            f"{where}.in_elems: expected a whole number >= 1 of elements, got {d['in_elems']!r}")
+    input_bits = _nonneg(f"{where}.input_bits", d["input_bits"], "bits")
     if not input_bits.is_integer() or not 1 <= input_bits <= 32:
-        raise QsplitInputError(f"{where}.input_bits: expected an integer in [1, 32]")
-    acc = check_finite(f"{where}.base_accuracy_pct", d["base_accuracy_pct"], lo=0.0, hi=100.0)
+        raise QsplitInputError(
+            f"{where}.input_bits: expected a whole number of bits in [1, 32], got {d['input_bits']!r}")
+    acc = check_finite(f"{where}.base_accuracy_pct", d["base_accuracy_pct"], lo=0.0, hi=100.0,
+                       unit="%")
     src = d.get("sensitivity_source", "measured")
     if src not in SENSITIVITY_SOURCES:
         raise QsplitInputError(

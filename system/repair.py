@@ -24,38 +24,21 @@ numpy elementwise arithmetic and argmax, no randomness), so the runtime reproduc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from system.accuracy import FEAS_TOL_PP
 from system.bits import DEFAULT_BITS
-from system.cost import UnitTables, unit_tables
-from system.plan import NO_ACT_BITS, Plan
+from system.cost import UnitTables, drop_limit_pp, drop_sum_pp, unit_tables
+from system.plan import NO_ACT_BITS, Plan, PlanResult
 from system.profiles import ModelProfile
 from system.request import Request
-
-
-@dataclass(frozen=True)
-class RepairResult:
-    """The repaired plan as option indices into ``bits`` and as a canonical Plan."""
-
-    cut: int
-    w_idx: tuple[int, ...]  # (cut,) weight-bit index of each device-side unit
-    a_idx: int             # activation-bit index (the index of 32 at cut 0 and cut L)
-    plan: Plan
-    cost: float            # cost of the repaired plan (DESIGN.md §1)
-    drop_pp: float         # its predicted drop, <= eps_pp + FEAS_TOL_PP
-    repaired: bool         # the input plan was infeasible and was changed
-    fallback: bool         # all-32 at the cut did not fit either: cut 0 was taken
-    steps: int             # bit raises made
 
 
 def plan_cost_drop(T: UnitTables, cut: int, w_idx: np.ndarray, a_idx: int) -> tuple[float, float]:
     """Cost and drop of a plan in index form, from the per-unit tables (same formulas)."""
     r = np.arange(cut)
     return (float(np.sum(T.c_w[r, w_idx[:cut]]) + T.fixed[cut, a_idx]),
-            float(np.sum(T.d_w[r, w_idx[:cut]]) + T.d_a[cut, a_idx]))
+            drop_sum_pp(T.d_w[r, w_idx[:cut]].tolist(), float(T.d_a[cut, a_idx])))
 
 
 def _row_best(drow: list[float], crow: list[float], kc: int) -> tuple[float, float, int]:
@@ -74,7 +57,7 @@ def _row_best(drow: list[float], crow: list[float], kc: int) -> tuple[float, flo
 
 
 def repair_indices(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray,
-                   a_idx: int, enabled: bool = True) -> RepairResult:
+                   a_idx: int, enabled: bool = True) -> PlanResult:
     """Repair a plan given as indices (``w_idx`` may be longer than ``cut``: the rest is ignored).
 
     Rows 0..p-1 of the move table are the units' weight options, row p the activation
@@ -89,36 +72,36 @@ def repair_indices(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray,
     p = int(cut)
     inner = 0 < p < L
     cur = [int(i) for i in w_idx[:p]] + [int(a_idx) if inner else k32]
-    eps = eps_pp + FEAS_TOL_PP
     D = [*T.d_w[:p].tolist(), T.d_a[p].tolist()]
-    drop = sum(D[r][cur[r]] for r in range(p + 1))
+    drop = drop_sum_pp([D[r][cur[r]] for r in range(p)], D[p][cur[p]])
     steps = 0
     fallback = False
-    if drop > eps and enabled:
+    limit = drop_limit_pp(eps_pp)
+    if enabled and drop > limit:
         C = [*T.c_w[:p].tolist(), T.fixed[p].tolist()]
         n_rows = p + 1 if inner else p
         best = [_row_best(D[r], C[r], cur[r]) for r in range(n_rows)]
-        while drop > eps and best:
+        while best and drop > limit:
             r = max(range(n_rows), key=lambda i: best[i][:2])   # first of equal (score, dd)
             if best[r][0] == -math.inf:
                 break
             cur[r] = best[r][2]
             steps += 1
-            drop = sum(D[i][cur[i]] for i in range(p + 1))
+            drop = drop_sum_pp([D[i][cur[i]] for i in range(p)], D[p][cur[p]])
             best[r] = _row_best(D[r], C[r], cur[r])
-        if drop > eps:
+        if drop > limit:
             fallback = True
             p, cur = 0, [k32]
     k = tuple(cur[:p])
     a = int(cur[p])
     cost, drop = plan_cost_drop(T, p, np.asarray(k, dtype=np.int64), a)
     plan = Plan.canonical(p, [bits[i] for i in k], bits[a] if 0 < p < L else NO_ACT_BITS, L)
-    return RepairResult(cut=p, w_idx=k, a_idx=a, plan=plan, cost=cost, drop_pp=drop,
-                        repaired=steps > 0 or fallback, fallback=fallback, steps=steps)
+    return PlanResult(plan=plan, cost=cost, drop_pp=drop, cut=p, w_idx=k, a_idx=a, steps=steps,
+                      repaired=steps > 0 or fallback, fallback=fallback)
 
 
 def execute_action(T: UnitTables, eps_pp: float, action: np.ndarray,
-                   repair: bool = True) -> RepairResult:
+                   repair: bool = True) -> PlanResult:
     """The plan QuantSplit-v0 executes for a MultiDiscrete action (see system.codec).
 
     The action's cut, activation index and the weight indices of units 1..cut, repaired if
@@ -131,7 +114,7 @@ def execute_action(T: UnitTables, eps_pp: float, action: np.ndarray,
 
 
 def repair(profile: ModelProfile, req: Request, plan: Plan, bits: tuple[int, ...] = DEFAULT_BITS,
-           tables: UnitTables | None = None) -> RepairResult:
+           tables: UnitTables | None = None) -> PlanResult:
     """Repair ``plan`` for ``req`` (pass ``tables`` if already computed for this request)."""
     plan.validate(profile.n_units, bits)
     T = tables if tables is not None else unit_tables(profile, req, bits)

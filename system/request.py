@@ -1,17 +1,30 @@
 """A request: the state the planner decides on (device, server, channel, budget, weights).
 
 Internally everything is SI (FLOP/s, bit/s, s, W, J). The JSON form a user writes uses the
-units people quote (GFLOP/s, Mbit/s, ms) and says so in every field name.
+units people quote (GFLOP/s, Mbit/s, ms) and says so in every field name. Every field's
+name, unit, range and JSON form comes from :data:`system.fields.REQUEST_FIELDS`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+
+import numpy as np
 
 from system.bits import KERNEL_WIDTHS
 from system.errors import QsplitInputError, check_finite, check_keys
+from system.fields import (
+    FIELD_BY_NAME,
+    LABELS,
+    REQUEST_FIELDS,
+    SCALAR_NAMES,
+    WIDTH_FIELDS,
+    check_width_entries,
+    column_names,
+)
 from system.hardware import Device, Server, get_device, get_server, kappa_to_dict, parse_kappa
 
 
@@ -37,37 +50,21 @@ class Request:
     server: str = ""            # label only
 
     def __post_init__(self) -> None:
-        pos = {"lo": 0.0, "lo_open": True}
-        check_finite("dev_flops_per_s", self.dev_flops_per_s, **pos)
-        check_finite("srv_flops_per_s", self.srv_flops_per_s, **pos)
-        check_finite("srv_load", self.srv_load, lo=0.0, hi=1.0, lo_open=True)
-        check_finite("up_bps", self.up_bps, **pos)
-        check_finite("down_bps", self.down_bps, **pos)
-        check_finite("rtt_s", self.rtt_s, lo=0.0)
-        check_finite("eps_pp", self.eps_pp, lo=0.0, hi=100.0)
-        check_finite("beta_s_per_j", self.beta_s_per_j, lo=0.0)
-        check_finite("reuse", self.reuse, lo=1.0)
-        for f in ("p_comp_w", "p_tx_w", "p_rx_w", "p_idle_w"):
-            check_finite(f, getattr(self, f), lo=0.0)
-        if len(self.dev_kappa) != len(KERNEL_WIDTHS):
-            raise QsplitInputError(
-                f"dev_kappa: expected {len(KERNEL_WIDTHS)} entries for widths {KERNEL_WIDTHS}")
-        for w, k in zip(KERNEL_WIDTHS, self.dev_kappa, strict=True):
-            check_finite(f"dev_kappa[{w}]", k, lo=0.0)
-        if self.dev_kappa[-1] != 1.0:
-            raise QsplitInputError("dev_kappa[32]: must be 1.0 (speedups are relative to fp32)")
+        for name in SCALAR_NAMES:
+            FIELD_BY_NAME[name].check(getattr(self, name))
+        for f in WIDTH_FIELDS:
+            check_width_entries(f, f.name, getattr(self, f.name))
 
     @classmethod
     def make(cls, device: Device, server: Server, *, up_bps: float, down_bps: float,
              rtt_s: float, eps_pp: float, beta_s_per_j: float = 0.0, reuse: float = 1.0,
              srv_load: float = 1.0, dev_speed_factor: float = 1.0) -> Request:
         """A request for catalog hardware; ``dev_speed_factor`` scales the device's FLOP/s."""
-        return cls(dev_flops_per_s=device.flops_per_s * dev_speed_factor, dev_kappa=device.kappa,
-                   p_comp_w=device.p_comp_w, p_tx_w=device.p_tx_w, p_rx_w=device.p_rx_w,
-                   p_idle_w=device.p_idle_w, srv_flops_per_s=server.flops_per_s,
-                   srv_load=srv_load, up_bps=up_bps, down_bps=down_bps, rtt_s=rtt_s,
-                   eps_pp=eps_pp, beta_s_per_j=beta_s_per_j, reuse=reuse,
-                   device=device.name, server=server.name)
+        values = catalog_values(device, server)
+        values["dev_flops_per_s"] = values["dev_flops_per_s"] * dev_speed_factor  # type: ignore[operator]
+        return cls(**values, srv_load=srv_load, up_bps=up_bps,  # type: ignore[arg-type]
+                   down_bps=down_bps, rtt_s=rtt_s, eps_pp=eps_pp, beta_s_per_j=beta_s_per_j,
+                   reuse=reuse, device=device.name, server=server.name)
 
     def with_budget(self, eps_pp: float) -> Request:
         """The same request with another accuracy budget."""
@@ -75,93 +72,143 @@ class Request:
 
     def to_json_dict(self) -> dict:
         """The user-facing JSON form (GFLOP/s, Mbit/s, ms), fully explicit."""
-        d = asdict(self)
-        out = {
-            "dev_gflops": d["dev_flops_per_s"] / 1e9, "dev_kappa": kappa_to_dict(self.dev_kappa),
-            "p_comp_w": d["p_comp_w"], "p_tx_w": d["p_tx_w"], "p_rx_w": d["p_rx_w"],
-            "p_idle_w": d["p_idle_w"], "srv_gflops": d["srv_flops_per_s"] / 1e9,
-            "srv_load": d["srv_load"], "up_mbps": d["up_bps"] / 1e6,
-            "down_mbps": d["down_bps"] / 1e6, "rtt_ms": d["rtt_s"] * 1e3,
-            "eps_pp": d["eps_pp"], "beta_s_per_j": d["beta_s_per_j"], "reuse": d["reuse"],
-        }
-        if self.device:
-            out["device"] = self.device
-        if self.server:
-            out["server"] = self.server
+        out: dict[str, object] = {
+            f.json_key: kappa_to_dict(getattr(self, f.name)) if f.per_width
+            else f.to_json(getattr(self, f.name)) for f in REQUEST_FIELDS}
+        out.update({k: getattr(self, k) for k in LABELS if getattr(self, k)})
         return out
 
 
-#: Fields of the request JSON, with units. ``device`` / ``server`` name catalog entries whose
-#: figures fill in any device / server field not given explicitly.
-REQUEST_JSON_FIELDS: dict[str, str] = {
+if tuple(f.name for f in fields(Request)) != (*(f.name for f in REQUEST_FIELDS), *LABELS):
+    raise ImportError("system.request: Request's attributes differ from REQUEST_FIELDS")
+
+#: JSON-only keys: catalog entries that fill in fields, and a speed factor on the device.
+_JSON_EXTRAS: dict[str, str] = {
     "device": "catalog device name (optional if every dev_* and p_* field is given)",
-    "dev_gflops": "device effective fp32 compute, GFLOP/s, > 0",
-    "dev_speed_factor": "multiplier on the catalog device's compute (load, DVFS), > 0; default 1",
-    "dev_kappa": "device kernel speedups over fp32 keyed by width {'4','8','16','32'}; '32' = 1",
-    "p_comp_w": "device power computing, W, >= 0",
-    "p_tx_w": "device power transmitting, W, >= 0",
-    "p_rx_w": "device power receiving, W, >= 0",
-    "p_idle_w": "device power waiting, W, >= 0",
     "server": "catalog server name (optional if srv_gflops is given)",
-    "srv_gflops": "server effective fp32 compute, GFLOP/s, > 0",
-    "srv_load": "share of the server available, (0, 1]; default 1",
-    "up_mbps": "uplink rate, Mbit/s, > 0",
-    "down_mbps": "downlink rate, Mbit/s, > 0",
-    "rtt_ms": "round-trip time, ms, >= 0",
-    "eps_pp": "accuracy budget, percentage points of top-1, [0, 100]",
-    "beta_s_per_j": "energy weight in cost = latency_s + beta * energy_j, s/J, >= 0; default 0",
-    "reuse": "inferences served by one shipped head, >= 1; default 1 (ship per request)",
+    "dev_speed_factor": "multiplier on the device's compute (load, DVFS), (0, inf); default 1",
 }
-_REQUIRED = ("up_mbps", "down_mbps", "rtt_ms", "eps_pp")
+#: Fields of the request JSON, with units, ranges and defaults.
+REQUEST_JSON_FIELDS: dict[str, str] = {**_JSON_EXTRAS,
+                                       **{f.json_key: f.help() for f in REQUEST_FIELDS}}
+_REQUIRED = tuple(f.json_key for f in REQUEST_FIELDS if f.default is None and not f.catalog)
+
+
+def catalog_values(device: Device | None, server: Server | None) -> dict[str, object]:
+    """The SI values of the fields that these catalog entries supply (see RequestField.catalog)."""
+    entries: dict[str, Device | Server | None] = {"device": device, "server": server}
+    out: dict[str, object] = {}
+    for f in REQUEST_FIELDS:
+        kind, _, attr = f.catalog.partition(".")
+        if f.catalog and entries[kind] is not None:
+            out[f.name] = getattr(entries[kind], attr)
+    return out
 
 
 def request_from_json_dict(data: object, where: str = "request") -> Request:
-    """Build a request from its JSON form; errors name the field and the allowed range."""
+    """Build a request from its JSON form; errors name the field as written, unit and range."""
     d = check_keys(where, data, _REQUIRED, [k for k in REQUEST_JSON_FIELDS if k not in _REQUIRED])
-    dev_fields: dict[str, object] = {}
-    if "device" in d:
-        dev = get_device(str(d["device"]))
-        dev_fields = {"dev_gflops": dev.flops_per_s / 1e9, "dev_kappa": kappa_to_dict(dev.kappa),
-                      "p_comp_w": dev.p_comp_w, "p_tx_w": dev.p_tx_w, "p_rx_w": dev.p_rx_w,
-                      "p_idle_w": dev.p_idle_w}
-    srv_fields: dict[str, object] = {}
-    if "server" in d:
-        srv_fields = {"srv_gflops": get_server(str(d["server"])).flops_per_s / 1e9}
-    merged = {**dev_fields, **srv_fields, **d}
-    for k in ("dev_gflops", "dev_kappa", "p_comp_w", "p_tx_w", "p_rx_w", "p_idle_w",
-              "srv_gflops"):
-        if k not in merged:
-            raise QsplitInputError(
-                f"{where}: missing {k!r} ({REQUEST_JSON_FIELDS[k]}); give it or name a catalog "
-                f"{'server' if k.startswith('srv') else 'device'}")
-    speed = check_finite("dev_speed_factor", merged.get("dev_speed_factor", 1.0), lo=0.0,
-                         lo_open=True)
-    num = {k: check_finite(k, merged[k]) for k in (
-        "dev_gflops", "p_comp_w", "p_tx_w", "p_rx_w", "p_idle_w", "srv_gflops", "up_mbps",
-        "down_mbps", "rtt_ms", "eps_pp")}
-    return Request(
-        dev_flops_per_s=num["dev_gflops"] * 1e9 * speed,
-        dev_kappa=parse_kappa("dev_kappa", merged["dev_kappa"]),
-        p_comp_w=num["p_comp_w"], p_tx_w=num["p_tx_w"], p_rx_w=num["p_rx_w"],
-        p_idle_w=num["p_idle_w"], srv_flops_per_s=num["srv_gflops"] * 1e9,
-        srv_load=check_finite("srv_load", merged.get("srv_load", 1.0)),
-        up_bps=num["up_mbps"] * 1e6, down_bps=num["down_mbps"] * 1e6, rtt_s=num["rtt_ms"] / 1e3,
-        eps_pp=num["eps_pp"], beta_s_per_j=check_finite("beta_s_per_j",
-                                                        merged.get("beta_s_per_j", 0.0)),
-        reuse=check_finite("reuse", merged.get("reuse", 1.0)),
-        device=str(merged.get("device", "")), server=str(merged.get("server", "")))
+    named = catalog_values(get_device(str(d["device"])) if "device" in d else None,
+                           get_server(str(d["server"])) if "server" in d else None)
+    values: dict[str, object] = {}
+    for f in REQUEST_FIELDS:
+        if f.json_key in d:
+            raw = d[f.json_key]
+        elif f.name in named:      # as the user would have written it, then read the same way
+            raw = kappa_to_dict(named[f.name]) if f.per_width \
+                else f.to_json(named[f.name])  # type: ignore[arg-type]
+        elif f.catalog:
+            raise QsplitInputError(f"{where}: missing {f.json_key!r} ({f.help()}); give it "
+                                   f"or name a catalog {f.catalog.split('.')[0]}")
+        else:
+            raw = f.default
+        values[f.name] = parse_kappa(f.json_key, raw) if f.per_width \
+            else f.to_si(f.check_json(raw))
+    speed = check_finite("dev_speed_factor", d.get("dev_speed_factor", 1.0), lo=0.0, lo_open=True)
+    values["dev_flops_per_s"] = values["dev_flops_per_s"] * speed  # type: ignore[operator]
+    return Request(**values, device=str(d.get("device", "")),  # type: ignore[arg-type]
+                   server=str(d.get("server", "")))
+
+
+#: Request columns of a CSV row (SI units, as Request holds them; kappa split per width).
+REQUEST_COLUMNS: tuple[str, ...] = (*LABELS, *(c for f in REQUEST_FIELDS for c in column_names(f)))
+
+
+def request_to_row(r: Request) -> dict[str, object]:
+    """A request as CSV columns (:data:`REQUEST_COLUMNS`)."""
+    row: dict[str, object] = {k: getattr(r, k) for k in LABELS}
+    for f in REQUEST_FIELDS:
+        v = getattr(r, f.name)
+        row.update(zip(column_names(f), v, strict=True) if f.per_width else {f.name: v})
+    return row
+
+
+def _number(label: str, value: object) -> float:
+    """A number from a CSV cell (text) or a mapping (a number)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise QsplitInputError(f"{label}: expected a number, got {value!r}") from None
+    return check_finite(label, value)
+
+
+def request_from_row(row: Mapping[str, object], where: str = "row") -> Request:
+    """The request a CSV row records (the inverse of :func:`request_to_row`)."""
+    missing = [c for c in REQUEST_COLUMNS if c not in row]
+    if missing:
+        raise QsplitInputError(f"{where}: missing column(s) {missing}")
+    values: dict[str, object] = {}
+    for f in REQUEST_FIELDS:
+        cols = column_names(f)
+        nums = [_number(f"{where}.{c}", row[c]) for c in cols]
+        values[f.name] = check_width_entries(f, f"{where}.{f.name}", nums) if f.per_width \
+            else f.check(nums[0], f"{where}.{f.name}")
+    return Request(**values, **{k: str(row[k]) for k in LABELS})  # type: ignore[arg-type]
+
+
+def request_arrays(requests: list[Request] | tuple[Request, ...]) -> dict[str, np.ndarray]:
+    """The fields of N requests as float64 arrays: (N,) per scalar, (N, widths) per-width."""
+    n = len(requests)
+    out = {f: np.fromiter((getattr(r, f) for r in requests), dtype=np.float64, count=n)
+           for f in SCALAR_NAMES}
+    for f in WIDTH_FIELDS:
+        out[f.name] = np.asarray([getattr(r, f.name) for r in requests],
+                                 dtype=np.float64).reshape(n, len(KERNEL_WIDTHS))
+    return out
+
+
+def requests_from_arrays(arrays: Mapping[str, np.ndarray],
+                         labels: Mapping[str, np.ndarray] | None = None) -> tuple[Request, ...]:
+    """Requests from :func:`request_arrays`' form (validated by Request), labels optional."""
+    n = len(arrays[SCALAR_NAMES[0]])
+    cols = {f: np.asarray(arrays[f], dtype=np.float64).tolist() for f in SCALAR_NAMES}
+    widths = {f.name: [tuple(x) for x in np.asarray(arrays[f.name], dtype=np.float64).reshape(
+        n, len(KERNEL_WIDTHS)).tolist()] for f in WIDTH_FIELDS}
+    text = {k: [str(x) for x in labels[k]] if labels is not None and k in labels else [""] * n
+            for k in LABELS}
+    return tuple(Request(**{f: cols[f][i] for f in SCALAR_NAMES},
+                         **{f: widths[f][i] for f in widths},
+                         **{k: text[k][i] for k in LABELS}) for i in range(n))
+
+
+def request_from_json_text(text: str, where: str = "request") -> Request:
+    """Parse a request from JSON text; errors name ``where`` and the field."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise QsplitInputError(f"{where}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+    return request_from_json_dict(data, where=where)
 
 
 def load_request_file(path: str | Path) -> Request:
     """Read a request JSON file; errors name the file and the field."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise QsplitInputError(f"request: cannot read {p}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise QsplitInputError(f"request {p}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    return request_from_json_dict(data, where=f"request {p.name}")
+    return request_from_json_text(text, where=f"request {p.name}")
 
 
 def random_request(rng, device: str | None = None, server: str = "t4") -> Request:

@@ -103,3 +103,17 @@ def test_unit_tables_regroup_the_same_cost() -> None:
         drop = T.d_w[np.arange(cut), ks[:cut]].sum() + T.d_a[cut, a]
         assert cost == pytest.approx(f.cost[0], rel=1e-12)
         assert drop == pytest.approx(f.drop_pp[0], rel=1e-12, abs=1e-18)
+
+
+def test_one_drop_sum_for_single_plans_and_batches() -> None:
+    """drop_sums_pp adds in drop_sum_pp's order, so the batch and the guard agree bit for bit."""
+    from system.cost import drop_sum_pp, drop_sums_pp
+
+    rng = np.random.default_rng(5)
+    terms = 10.0 ** rng.uniform(-12, 1, size=(500, 53))
+    cuts = rng.integers(0, 54, size=500)
+    terms[np.arange(53)[None, :] >= cuts[:, None]] = 0.0
+    act = 10.0 ** rng.uniform(-12, 1, size=500)
+    got = drop_sums_pp(terms, act)
+    want = [drop_sum_pp(terms[i, :c].tolist(), float(act[i])) for i, c in enumerate(cuts)]
+    assert got.tolist() == want

@@ -23,10 +23,11 @@ GOOD = {"device": "jetson_nano", "server": "t4", "up_mbps": 5.0, "down_mbps": 20
 
 @pytest.mark.parametrize(("patch", "field"), [
     ({"up_mbps": float("nan")}, "up_mbps"),
-    ({"up_mbps": -1.0}, "up_bps"),
-    ({"down_mbps": 0.0}, "down_bps"),
-    ({"dev_gflops": 0.0}, "dev_flops_per_s"),
-    ({"dev_gflops": -3}, "dev_flops_per_s"),
+    ({"up_mbps": -1.0}, "up_mbps: -1 is outside the allowed range (0, inf) Mbit/s"),
+    ({"down_mbps": 0.0}, "down_mbps: 0 is outside the allowed range (0, inf) Mbit/s"),
+    ({"dev_gflops": 0.0}, "dev_gflops"),
+    ({"dev_gflops": -3}, "dev_gflops: -3 is outside the allowed range (0, inf) GFLOP/s"),
+    ({"rtt_ms": -5}, "rtt_ms: -5 is outside the allowed range [0, inf) ms"),
     ({"eps_pp": -0.1}, "eps_pp"),
     ({"rtt_ms": float("inf")}, "rtt_ms"),
     ({"reuse": 0.5}, "reuse"),
@@ -122,7 +123,7 @@ def test_cli_plan_prints_the_figures(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("content", "needle"), [
     ("{not json", "malformed JSON"),
     (json.dumps({**GOOD, "up_mbps": "NaN"}), "up_mbps"),
-    (json.dumps({**GOOD, "up_mbps": 0}), "up_bps"),
+    (json.dumps({**GOOD, "up_mbps": 0}), "up_mbps: 0 is outside the allowed range (0, inf) Mbit/s"),
     (json.dumps({**GOOD, "device": "toaster"}), "device"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, content: str, needle: str) -> None:
@@ -139,3 +140,64 @@ def test_cli_missing_profile_file(tmp_path: Path) -> None:
     req.write_text(json.dumps(GOOD))
     r = _cli("plan", "--profile", str(tmp_path / "nope.json"), "--request", str(req))
     assert r.returncode == 2 and "nope.json" in r.stderr
+
+
+# ------------------------------------------------------------------ the request field table
+
+def test_request_columns_are_the_leaderboards() -> None:
+    from system.request import REQUEST_COLUMNS
+
+    assert REQUEST_COLUMNS == (
+        "device", "server", "dev_flops_per_s", "dev_kappa_4", "dev_kappa_8", "dev_kappa_16",
+        "dev_kappa_32", "p_comp_w", "p_tx_w", "p_rx_w", "p_idle_w", "srv_flops_per_s",
+        "srv_load", "up_bps", "down_bps", "rtt_s", "eps_pp", "beta_s_per_j", "reuse")
+
+
+def test_request_row_arrays_and_json_round_trip() -> None:
+    from system.request import (
+        random_request,
+        request_arrays,
+        request_from_row,
+        request_to_row,
+        requests_from_arrays,
+    )
+
+    rng = np.random.default_rng(3)
+    reqs = [random_request(rng) for _ in range(50)]
+    for r in reqs:
+        assert request_from_row({k: str(v) for k, v in request_to_row(r).items()}) == r
+        back = request_from_json_dict(r.to_json_dict())
+        for k in ("dev_flops_per_s", "up_bps", "down_bps", "rtt_s", "eps_pp"):
+            assert getattr(back, k) == pytest.approx(getattr(r, k), rel=1e-15)
+    labels = {k: [getattr(r, k) for r in reqs] for k in ("device", "server")}
+    assert requests_from_arrays(request_arrays(reqs), labels) == tuple(reqs)
+
+
+def test_row_errors_name_the_column() -> None:
+    from system.request import random_request, request_from_row, request_to_row
+
+    row = {k: str(v) for k, v in request_to_row(random_request(np.random.default_rng(0))).items()}
+    with pytest.raises(QsplitInputError, match=r"^row 7\.up_bps: -1 is outside the allowed range "
+                                               r"\(0, inf\) bit/s$"):
+        request_from_row({**row, "up_bps": "-1"}, where="row 7")
+    with pytest.raises(QsplitInputError, match=r"row\.rtt_s: expected a number"):
+        request_from_row({**row, "rtt_s": "fast"})
+    with pytest.raises(QsplitInputError, match=r"row\.dev_kappa\[32\]"):
+        request_from_row({**row, "dev_kappa_32": "2"})
+    with pytest.raises(QsplitInputError, match=r"missing column.*eps_pp"):
+        request_from_row({k: v for k, v in row.items() if k != "eps_pp"})
+
+
+def test_every_field_reaches_every_form() -> None:
+    """Each row of the table is parsed, written, listed, observed and flattened."""
+    from system.codec import BASE_QUANTITIES
+    from system.fields import FLAT_NAMES, REQUEST_FIELDS, column_names
+    from system.request import REQUEST_COLUMNS, REQUEST_JSON_FIELDS, Request
+
+    for f in REQUEST_FIELDS:
+        assert f.json_key in REQUEST_JSON_FIELDS
+        assert set(column_names(f)) <= set(REQUEST_COLUMNS)
+        assert f.name in Request.__dataclass_fields__
+        assert any(n == f.name or n.startswith(f"{f.name}[") for n in FLAT_NAMES)
+        if f.observed:
+            assert any(q == f.name or q.startswith(f"{f.name}_") for q in BASE_QUANTITIES)

@@ -89,3 +89,27 @@ def test_solution_reports_the_plans_own_figures() -> None:
         f = evaluate_plans(prof, req, [sol.plan])
         assert sol.drop_pp == pytest.approx(float(f.drop_pp[0]), rel=1e-9, abs=1e-15)
         sol.plan.validate(prof.n_units)
+
+
+def test_hull_multipliers_are_where_a_units_best_option_changes() -> None:
+    """Between two consecutive multipliers no unit changes its best option under
+    cost + lam * drop; at each multiplier some unit does (the Lagrangian sweep relies on it)."""
+    from system.cost import unit_tables
+    from system.optimal import hull_multipliers
+
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        prof = random_profile(int(rng.integers(2, 30)), rng)
+        T = unit_tables(prof, random_request(rng))
+        lam = hull_multipliers(T.c_w, T.d_w)
+        assert np.all(np.diff(lam) > 0) and np.all(lam > 0)
+
+        def pick(x: float, c: np.ndarray = T.c_w, d: np.ndarray = T.d_w) -> np.ndarray:
+            return np.argmin(c + x * d, axis=1)
+
+        edges = np.concatenate([[0.0], lam, [lam[-1] * 4 + 1.0 if len(lam) else 1.0]])
+        for lo, hi in itertools.pairwise(edges):
+            a, b = lo + (hi - lo) * 1e-6, hi - (hi - lo) * 1e-6
+            assert np.array_equal(pick(a), pick(b))
+        for x in lam:
+            assert not np.array_equal(pick(x * (1 - 1e-7)), pick(x * (1 + 1e-7)))

@@ -37,8 +37,9 @@ from runtime.refine import local_search
 from system.accuracy import FEAS_TOL_PP, plan_drop_pp
 from system.bits import DEFAULT_BITS, KERNEL_WIDTHS
 from system.codec import ActionCodec, ObservationEncoder
-from system.cost import evaluate_plans, unit_tables
+from system.cost import drop_limit_pp, evaluate_plans, unit_tables
 from system.errors import QsplitInputError
+from system.fields import REQUEST_FIELDS, RequestField
 from system.hardware import device_names, get_device, get_server
 from system.optimal import solve
 from system.plan import Plan
@@ -157,9 +158,9 @@ def test_features_bit_identical_to_encoder(bundle_dir: Path, reqs: list[Request]
     every = [*reqs, *extra, zero_power]
     with np.errstate(divide="ignore"):
         want = d.encoder.encode_batch(every)
-    got = np.array([d._feat(rf.from_request(r)) for r in every], dtype=np.float32)
+    got = np.array([d._features_of_tuple(rf.from_request(r)) for r in every], dtype=np.float32)
     np.testing.assert_array_equal(got, want)
-    got = np.array([d._feat_req(r) for r in every], dtype=np.float32)
+    got = np.array([d._features_of_request(r) for r in every], dtype=np.float32)
     np.testing.assert_array_equal(got, want)
 
 
@@ -172,7 +173,7 @@ def test_single_batch_arrays_and_reference_agree(which: str, bundle_dir: Path, m
     assert single == d.decide_batch(reqs)
     assert single == [d.decide_detailed(r).plan for r in reqs]
     assert_same_as_reference(d, reqs, single)
-    from system.codec import request_arrays
+    from system.request import request_arrays
     cuts, wb, ab, paths = d.decide_arrays(request_arrays(reqs))
     assert [Plan.canonical(c, w, a, d.L) for c, w, a in zip(cuts, wb, ab, strict=True)] == single
     assert set(np.unique(paths).tolist()) <= {0, 1}
@@ -211,13 +212,13 @@ def test_mask_table_equals_the_env_mask(masked_dir: Path) -> None:
     d = Dispatcher.load(masked_dir)
     T0 = unit_tables(d.profile, random_request(np.random.default_rng(0)), d.bits)
     budgets = [0.0, 1e-12, 100.0]
-    for t in d._thr:                    # at, just below and just above every threshold
+    for t in d.mask.thresholds:         # at, just below and just above every threshold
         for e in (t - FEAS_TOL_PP, t, np.nextafter(t - FEAS_TOL_PP, -1), np.nextafter(t, 1)):
             if 0.0 <= e <= 100.0:
                 budgets.append(float(e))
     for e in budgets:
         want = d.codec.action_mask(T0, e)
-        got = np.isfinite(d._bm[d._mask_row(e)])
+        got = np.isfinite(d.mask.rows[d.mask.row(e + FEAS_TOL_PP)])
         np.testing.assert_array_equal(got, want)
 
 
@@ -228,8 +229,10 @@ def test_guard_boundary_follows_the_env(bundle_dir: Path) -> None:
     k32 = d.bits.index(32)
     for seed in range(100):
         r = random_request(np.random.default_rng(seed))
-        p, w, a, _ = d._policy(rf.from_request(r.with_budget(BIG)))
-        drop = d._drop(p, w, a)
+        big = r.with_budget(BIG)
+        action = d._policy(d._features_of_request(big), drop_limit_pp(big.eps_pp))
+        p, w, a = action
+        drop = d._drop(action)
         if drop == 0.0 or drop > BIG:
             continue
         n += 1
@@ -243,11 +246,13 @@ def test_guard_boundary_follows_the_env(bundle_dir: Path) -> None:
                 want = (res.cut, list(res.w_idx), res.a_idx)
             else:
                 want = (p, list(w), a if 0 < p < d.L else k32)
-            got = d._guard(rf.from_request(rr), p, list(w), a, False)
-            assert (got[0], list(got[1]), got[2]) == want
-            # within the budget's rounding slack; at the very edge the env's numpy sum and
-            # the repair's Python sum may differ by an ulp, and the env's test decides
-            assert got[4] <= (rr.eps_pp + FEAS_TOL_PP) * (1 + 1e-15)
+            for source in (rr, rf.from_request(rr)):
+                got = d._guard(source, action, False)
+                (gp, gw, ga) = got.action
+                assert (gp, list(gw), ga) == want
+                # one summation order: the guard's drop is the env's, and within the budget
+                assert got.drop_pp == plan_cost_drop(T, *got.action)[1]
+                assert got.drop_pp <= rr.eps_pp + FEAS_TOL_PP
     assert n >= 5
 
 
@@ -304,7 +309,7 @@ def test_local_search_keeps_infeasible_start_and_reaches_optimum_sometimes(prof:
     assert hits > 0
     T = unit_tables(prof, r.with_budget(0.0))
     res = local_search(T, 0.0, prof.n_units, [0] * prof.n_units, 0)
-    assert res.moves == 0 and res.cut == prof.n_units       # infeasible start: untouched
+    assert res.steps == 0 and res.cut == prof.n_units       # infeasible start: untouched
 
 
 # ------------------------------------------------------------------ bundle safety
@@ -453,7 +458,7 @@ def test_bad_request_names_the_field(bundle_dir: Path, patch: dict, field: str) 
         d.decide({**GOOD, **patch})
 
 
-@pytest.mark.parametrize("field", [*[f for f in GOOD if f not in ("beta_s_per_j", "reuse")]])
+@pytest.mark.parametrize("field", [f.name for f in REQUEST_FIELDS if f.default is None])
 def test_missing_field_is_named(bundle_dir: Path, field: str) -> None:
     d = Dispatcher.load(bundle_dir)
     req = {k: v for k, v in GOOD.items() if k != field}
@@ -461,8 +466,18 @@ def test_missing_field_is_named(bundle_dir: Path, field: str) -> None:
         d.decide(req)
 
 
+@pytest.mark.parametrize("field", [f for f in REQUEST_FIELDS if f.default is not None],
+                         ids=lambda f: f.name)
+def test_missing_field_takes_the_tables_default(bundle_dir: Path, field: RequestField) -> None:
+    d = Dispatcher.load(bundle_dir)
+    req = {k: v for k, v in GOOD.items() if k != field.name}
+    assert d.decide(req) == d.decide({**req, field.name: field.default})
+    req = {k: v for k, v in GOOD.items() if k != field.name}
+    assert rf.from_mapping(req) == rf.from_mapping({**req, field.name: field.default})
+
+
 def test_array_batch_validation_names_row_and_field(bundle_dir: Path) -> None:
-    from system.codec import request_arrays
+    from system.request import request_arrays
     d = Dispatcher.load(bundle_dir)
     rs = [random_request(np.random.default_rng(i)) for i in range(5)]
     arr = request_arrays(rs)
@@ -589,7 +604,8 @@ def test_cli_errors_exit_2_with_one_line(tmp_path: Path, bundle_dir: Path) -> No
     bad.write_text(json.dumps({"device": "jetson_nano", "server": "t4", "up_mbps": -5,
                                "down_mbps": 20, "rtt_ms": 40, "eps_pp": 1}))
     out = _cli("decide", "--bundle", str(bundle_dir), "--request", str(bad))
-    assert out.returncode == 2 and "up_bps" in out.stderr and out.stderr.count("\n") == 1
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "up_mbps: -5 is outside the allowed range (0, inf) Mbit/s" in out.stderr
     b = _copy(bundle_dir, tmp_path / "t")
     data = bytearray((b / "weights.npz").read_bytes())
     data[-1] ^= 0xFF
