@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from runtime import Dispatcher
 from runtime import features as rf
 from runtime.dispatcher import DEFAULT_MODEL
-from system.cost import drop_limit_pp, evaluate_plans, unit_tables
+from system.accuracy import drop_limit_pp
+from system.cost import evaluate_plans, unit_tables
 from system.fields import WIDTH_FIELDS
 from system.optimal import solve
 from system.repair import repair_indices

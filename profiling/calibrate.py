@@ -107,23 +107,20 @@ def calibrate(
     t0 = time.perf_counter()
     L = chain.n_units
     cal = Calibration(tuple(bits), n_seeds, seed)
+
+    def fit(i: int, kind: str, drops: dict[int, list[float]],
+            fit_bits: dict[int, list[int]]) -> float:
+        """Measure unit i's drop at every width (weights or its output tensor), fit the slope."""
+        d = [float(chain.drop_pp(one_unit_plan(L, i, **{kind: b}), n_seeds, seed).mean())
+             for b in bits]
+        drops[i] = d
+        s, fit_bits[i] = fit_through_origin(bits, d, fit_cap_pp)
+        return s
+
     for i in range(L):
-        if chain.has_weights(i):
-            d = [float(chain.drop_pp(one_unit_plan(L, i, w_bits=b), n_seeds, seed).mean()) for b in bits]
-            cal.drops_w[i] = d
-            s, used = fit_through_origin(bits, d, fit_cap_pp)
-            cal.fit_bits_w[i] = used
-            cal.sens_w.append(s)
-        else:
-            cal.sens_w.append(0.0)
-        if i < L - 1:
-            d = [float(chain.drop_pp(one_unit_plan(L, i, a_bits=b), n_seeds, seed).mean()) for b in bits]
-            cal.drops_a[i] = d
-            s, used = fit_through_origin(bits, d, fit_cap_pp)
-            cal.fit_bits_a[i] = used
-            cal.sens_a.append(s)
-        else:
-            cal.sens_a.append(0.0)
+        cal.sens_w.append(fit(i, "w_bits", cal.drops_w, cal.fit_bits_w)
+                          if chain.has_weights(i) else 0.0)
+        cal.sens_a.append(fit(i, "a_bits", cal.drops_a, cal.fit_bits_a) if i < L - 1 else 0.0)
     cal.seconds = time.perf_counter() - t0
     return cal
 

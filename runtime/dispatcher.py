@@ -37,14 +37,8 @@ from runtime import features as rf
 from runtime.bundle import Bundle, BundleError, load_bundle
 from runtime.policy import Action, MaskTable, PolicyNet, near_tie
 from runtime.refine import refine as refine_plan
-from system.cost import (
-    drop_limit_pp,
-    drop_sum_pp,
-    drop_sums_pp,
-    drop_tables,
-    plan_report,
-    unit_tables,
-)
+from system.accuracy import drop_limit_pp
+from system.cost import drop_sum_pp, drop_sums_pp, drop_tables, plan_report, unit_tables
 from system.errors import QsplitInputError
 from system.optimal import solve
 from system.plan import NO_ACT_BITS, Plan
@@ -149,7 +143,7 @@ class Dispatcher:
     def _policy(self, features: list[float], limit_pp: float) -> Action:
         """The network's action: the argmax of each head among the options the mask allows.
 
-        ``limit_pp`` is the budget's :func:`~system.cost.drop_limit_pp`. If every option
+        ``limit_pp`` is the budget's :func:`~system.accuracy.drop_limit_pp`. If every option
         picked unmasked is allowed it is that argmax already (first index on ties too);
         otherwise the mask's row is added and the heads decoded again.
         """

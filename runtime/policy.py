@@ -14,8 +14,8 @@ import struct
 import numpy as np
 
 from runtime.bundle import Bundle, BundleError
-from system.accuracy import FEAS_TOL_PP
-from system.cost import UnitTables, drop_limit_pp
+from system.accuracy import FEAS_TOL_PP, drop_limit_pp
+from system.cost import UnitTables
 
 #: Cap on the precomputed mask table, in entries, per bundle.
 MASK_TABLE_MAX = 4_000_000

@@ -20,7 +20,7 @@ cheapest feasible one, until none lowers the cost:
 * the cut moved by up to ``cut_radius`` units: units dropped from the device, or added at
   one common width, with any activation width at the new cut.
 
-Every accepted move keeps the plan within the budget (:func:`system.cost.drop_limit_pp`) and
+Every accepted move keeps the plan within the budget (:func:`system.accuracy.drop_limit_pp`) and
 lowers its cost, so the result is feasible and never costs more than the start. Costs and
 drops come from :func:`system.cost.unit_tables` (the same per-unit terms the optimizer and
 the repair use), and the result is recomputed from the tables at the end.
@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from system.cost import UnitTables, drop_limit_pp
+from system.accuracy import drop_limit_pp
+from system.cost import UnitTables
 from system.optimal import hull_multipliers
 from system.plan import Plan, PlanResult
 from system.repair import plan_cost_drop

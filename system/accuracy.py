@@ -63,6 +63,12 @@ def plan_drop_pp(profile: ModelProfile, plan: Plan) -> float:
     return float(drop_pp(profile, c, w, a)[0])
 
 
+def drop_limit_pp(eps_pp: float) -> float:
+    """The largest drop a budget accepts: the one feasibility threshold. A plain float for
+    per-plan loops, where a numpy call per test would dominate; arrays work elementwise."""
+    return eps_pp + FEAS_TOL_PP
+
+
 def is_feasible(drop: np.ndarray | float, eps_pp: np.ndarray | float) -> np.ndarray:
     """Within budget, up to :data:`FEAS_TOL_PP` of rounding; elementwise over arrays."""
-    return np.asarray(drop) <= np.asarray(eps_pp) + FEAS_TOL_PP
+    return np.asarray(drop) <= drop_limit_pp(np.asarray(eps_pp))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from system.accuracy import FEAS_TOL_PP, drop_pp, is_feasible
+from system.accuracy import drop_pp, is_feasible
 from system.bits import DEFAULT_BITS, kernel_kappa, q_noise
 from system.plan import Plan, plans_to_arrays
 from system.profiles import ModelProfile
@@ -145,12 +145,6 @@ class UnitTables:
     d_w: np.ndarray     # (L, K)  drop of unit l at bits[k]
     fixed: np.ndarray   # (L+1, K) cost terms set by the cut and activation bits
     d_a: np.ndarray     # (L+1, K) activation drop at the cut
-
-
-def drop_limit_pp(eps_pp: float) -> float:
-    """The largest drop :func:`system.accuracy.is_feasible` accepts under a budget, as a
-    float, for per-plan loops where a numpy call per test would dominate."""
-    return eps_pp + FEAS_TOL_PP
 
 
 def drop_sum_pp(weight_drops: Iterable[float], act_drop: float) -> float:

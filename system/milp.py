@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from system.accuracy import drop_limit_pp
 from system.bits import DEFAULT_BITS
-from system.cost import drop_limit_pp, unit_tables
+from system.cost import unit_tables
 from system.plan import Plan
 from system.profiles import ModelProfile
 from system.request import Request

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from system.accuracy import drop_limit_pp
 from system.bits import DEFAULT_BITS
-from system.cost import UnitTables, drop_limit_pp, drop_sum_pp, unit_tables
+from system.cost import UnitTables, drop_sum_pp, unit_tables
 from system.plan import Plan, PlanResult
 from system.profiles import ModelProfile
 from system.request import Request

@@ -32,6 +32,7 @@ import numpy as np
 
 from system.channel import Channel, TraceChannel, get_link
 from system.errors import QsplitInputError, check_finite, check_keys
+from system.fields import FIELD_BY_NAME
 from system.hardware import Device, Server, device_names, get_device, get_server, server_names
 from system.request import Request
 
@@ -45,10 +46,9 @@ _PACKAGE_SCENARIOS = Path(__file__).resolve().parent / "data" / "scenarios"
 
 #: Valid range of each distributed field: (lo, hi, lo_open). Draws must stay inside.
 _FIELD_RANGES: dict[str, tuple[float, float, bool]] = {
-    "eps_pp": (0.0, 100.0, False),
-    "beta_s_per_j": (0.0, math.inf, False),
-    "reuse": (1.0, math.inf, False),
-    "server_load": (0.0, 1.0, True),
+    **{name: (FIELD_BY_NAME[field].lo, FIELD_BY_NAME[field].hi, FIELD_BY_NAME[field].lo_open)
+       for name, field in (("eps_pp", "eps_pp"), ("beta_s_per_j", "beta_s_per_j"),
+                           ("reuse", "reuse"), ("server_load", "srv_load"))},
     "device_load": (0.0, 1.0, True),
     "device_freq_factor": (0.0, 10.0, True),
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -143,6 +143,14 @@ def _finish(p: Path, name: str, fmt: str, direction: str, time_s: Sequence[float
                  n_zero=n_zero, zero_policy=on_zero)
 
 
+def _data_lines(lines: list[str]) -> Iterator[tuple[int, str, list[str]]]:
+    """(line number, line, whitespace-separated fields) of each line that is not blank or '#'."""
+    for i, line in enumerate(lines, start=1):
+        s = line.strip()
+        if s and not s.startswith("#"):
+            yield i, line, s.split()
+
+
 def read_pensieve(path: str | Path, *, direction: str = "downlink",
                   on_zero: ZeroPolicy = "drop") -> Trace:
     """Read a Pensieve "cooked" trace: per line ``time_s  throughput_Mbit/s``.
@@ -156,11 +164,7 @@ def read_pensieve(path: str | Path, *, direction: str = "downlink",
     times: list[float] = []
     rates: list[float] = []
     nums: list[int] = []
-    for i, line in enumerate(lines, start=1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        tok = s.split()
+    for i, line, tok in _data_lines(lines):
         if len(tok) < 2:
             raise QsplitInputError(
                 f"{p}: line {i}: expected 2 whitespace-separated fields "
@@ -183,11 +187,7 @@ def read_ghent(path: str | Path, *, on_zero: ZeroPolicy = "drop") -> Trace:
     times: list[float] = []
     rates: list[float] = []
     nums: list[int] = []
-    for i, line in enumerate(lines, start=1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        tok = s.split()
+    for i, line, tok in _data_lines(lines):
         if len(tok) != 6:
             raise QsplitInputError(
                 f"{p}: line {i}: expected 6 fields 'epoch_ms ms_since_start lat lon "

@@ -34,10 +34,10 @@ from runtime.bundle import (
 )
 from runtime.dispatcher import PATHS, bundles_root
 from runtime.refine import local_search
-from system.accuracy import FEAS_TOL_PP, plan_drop_pp
+from system.accuracy import FEAS_TOL_PP, drop_limit_pp, plan_drop_pp
 from system.bits import DEFAULT_BITS, KERNEL_WIDTHS
 from system.codec import ActionCodec, ObservationEncoder
-from system.cost import drop_limit_pp, evaluate_plans, unit_tables
+from system.cost import evaluate_plans, unit_tables
 from system.errors import QsplitInputError
 from system.fields import REQUEST_FIELDS, RequestField
 from system.hardware import device_names, get_device, get_server
