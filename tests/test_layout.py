@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "profiling": {"system"},
     "execution": {"system"},
     "service": {"runtime", "system"},
-    "leaderboard": {"agents", "envs", "runtime", "system"},
+    "leaderboard": {"agents", "runtime", "system"},
 }
 #: Frameworks a numpy-only package must not load.
 HEAVY = ("torch", "gymnasium", "gym", "stable_baselines3", "sb3_contrib")
