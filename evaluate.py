@@ -13,7 +13,9 @@ A plan over its accuracy budget is a violation: counted, flagged, its regret sti
 Output folder (default ``out/eval/<suite>``): ``records.csv`` (one row per request and
 decider, every request field at full precision, so ``--replay`` can re-cost it),
 ``summary.json``, ``summary.md`` (tables per decider, per case, and the seeds' claims of
-``leaderboard/claims.yaml`` measured side by side) and PNG plots ``eval_*.png``. Bad input
+``leaderboard/claims.yaml`` measured side by side) and PNG plots ``eval_*.png``. The folder
+is written as a whole (filled beside it, then switched in one step): an interrupt leaves the
+previous one intact. An existing ``--out`` that is not such a folder is refused. Bad input
 (unknown decider, a run folder without a model, a suite with unknown keys) prints one line
 and exits 2.
 """
@@ -21,17 +23,17 @@ and exits 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from agents.policy import known_specs
 from leaderboard.replay import replay_csv
 from leaderboard.run import evaluate_suite
-from leaderboard.suites import ROOT, load_suite, suite_names
-from leaderboard.summary import compare_figures, expected_figures, markdown
+from leaderboard.suites import ROOT, check_n_requests, load_suite, suite_names
+from leaderboard.summary import compare_figures, expected_figures, markdown, summary_json
 from system.atomic import atomic_write_text
-from system.errors import QsplitInputError
+from system.errors import QsplitInputError, cli_main
+from system.loaders import parse_json, read_text
 from system.profiles import load_profile
 
 
@@ -45,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--ppo-run", type=Path, metavar="RUN",
                     help="run folder (holding model.zip) to use for the suite's `ppo` decider "
                          "instead of the committed default policy")
-    ap.add_argument("--out", type=Path, help="output folder (default out/eval/<suite>)")
+    ap.add_argument("--out", type=Path,
+                    help="output folder (default out/eval/<suite>), written as a whole; an "
+                         "existing one is replaced only if it is an evaluation output")
     ap.add_argument("--requests", type=int, metavar="N",
                     help="N requests per case instead of the suite's counts (quick looks)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -79,6 +83,7 @@ def _check(summary: dict, want: dict, path: Path) -> int:
     return 1 if diffs else 0
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 on bad input)."""
     args = _parser().parse_args(argv)
@@ -89,28 +94,29 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.replay is not None:
             return _replay(args.replay, args.model)
-        if args.requests is not None and args.requests < 1:
-            raise QsplitInputError(f"--requests: expected an integer >= 1, got {args.requests}")
+        if args.requests is not None:
+            check_n_requests("--requests", args.requests)
         want = None
         if args.check:
-            try:
-                want = json.loads(args.check.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise QsplitInputError(f"--check: cannot read {args.check}: {exc}") from None
+            want = parse_json(read_text(args.check, "--check"), f"--check {args.check.name}")
         suite = load_suite(args.suite)
         out = args.out or ROOT / "out" / "eval" / suite.name
         summary = evaluate_suite(suite, args.decider, out, plots=not args.no_plots,
                            progress=not args.quiet, n_requests=args.requests,
                            log=lambda s: print(s, file=sys.stderr), ppo_run=args.ppo_run)
         if args.expected_out:
-            atomic_write_text(args.expected_out,
-                              json.dumps(expected_figures(summary), indent=1) + "\n")
+            text = summary_json(expected_figures(summary), "--expected-out")
+            try:
+                atomic_write_text(args.expected_out, text)
+            except OSError as exc:
+                raise QsplitInputError(f"--expected-out: cannot write {args.expected_out}: "
+                                       f"{exc.strerror or exc}") from None
         print(markdown(summary))
         print(f"wrote {out}")
         return _check(summary, want, args.check) if args.check else 0
-    except QsplitInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the output folder was left as it was", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,18 +5,24 @@
 
 What happens, in order (agents/train_lib.py has the pieces):
 1. The hyperparameters for --env are read from -conf (rl-zoo schema; the ``qsplit:`` section
-   adds pool sizes, the imitation warm start and the held-out evaluation).
-2. A run folder <-f>/<algo>/<env>_<n>/ is made; command.txt, config.yml and env_kwargs.json
-   (the env's resolved arguments, which export and evaluation read back) go in first.
-3. Two pools of requests are drawn from the scenario and solved exactly: a training pool
+   adds pool sizes, the imitation warm start and the held-out evaluation) and checked, with
+   the env's arguments and the -i model, before anything is built (agents/hyperparams.py
+   holds every key's range).
+2. Two pools of requests are drawn from the scenario and solved exactly: a training pool
    (the reward's reference cost, and the imitation targets) and a held-out pool (seeded
    apart) on which the deterministic policy's regret is measured every --eval-freq steps.
+3. A run folder <-f>/<algo>/<env>_<n>/ is made once the model is built; command.txt,
+   config.yml and env_kwargs.json (the env's resolved arguments, which export and
+   evaluation read back) go in first.
 4. Optionally the actor imitates the optimizer (behaviour cloning) on the training pool.
 5. PPO (or MaskablePPO) trains on n_envs copies of the env; TensorBoard scalars under
    qsplit/ (regret, repair rate, latency, energy, payload reduction); checkpoints every
-   --save-freq steps; model.zip at the end. -i resumes from a saved model.
+   --save-freq steps; model.zip at the end. -i resumes from a saved model: that file is
+   trusted code (stable-baselines3 unpickles it); export and evaluation never unpickle one.
 
-Bad input (unknown model or scenario, a malformed config) ends with one line and exit 2.
+Bad input (unknown model or scenario, a malformed config, a hyperparameter outside its
+range, an unknown env argument, a missing or unreadable -i file) ends with one line and
+exit 2, and leaves no run folder.
 """
 
 from __future__ import annotations
@@ -24,17 +30,14 @@ from __future__ import annotations
 import sys
 
 from agents.train_lib import parse_train_args, train
-from system.errors import QsplitInputError
+from system.errors import cli_main
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags (generated from :class:`agents.train_lib.TrainArgs`) and train."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        run = train(parse_train_args(argv, "train.py", __doc__.split("\n")[0]))
-    except QsplitInputError as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        return 2
+    run = train(parse_train_args(argv, "train.py", __doc__.split("\n")[0]))
     print(run)
     return 0
 

@@ -1,6 +1,6 @@
 """Export a trained policy as a bundle the numpy-only runtime dispatcher loads.
 
-    python -m agents.export --run RUN_FOLDER --out BUNDLE_FOLDER [--onnx]
+    python -m agents.export --run RUN_FOLDER --out BUNDLE_FOLDER [--onnx] [--force]
 
 ``RUN_FOLDER`` holds the stable-baselines3 ``model.zip`` of a ``QuantSplit-v0`` run (PPO or
 sb3-contrib's MaskablePPO) and the env's resolved arguments, ``env_kwargs.json``
@@ -14,6 +14,11 @@ the encoder, another action space) is refused here, at export, with a clear erro
 
 ``--onnx`` adds ``policy.onnx`` (logits of all heads, from torch.onnx); it needs the
 ``onnx`` extra and is checked against the numpy forward pass before it is written.
+
+``BUNDLE_FOLDER`` must not exist, or be a bundle and ``--force`` given: anything else there
+(a file, a folder of other files, a path under a file) is refused before any work. The
+bundle is switched into place in one step (:func:`system.atomic.publish_folder`), so an
+interrupted export leaves the previous bundle whole.
 """
 
 from __future__ import annotations
@@ -25,20 +30,21 @@ import io
 import json
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.bundle import make_contract, write_bundle
+from runtime.bundle import check_out_path, make_contract, write_bundle
+from runtime.support import training_support
 from system.atomic import atomic_write_text
 from system.bits import DEFAULT_BITS
 from system.codec import ActionCodec, ObservationEncoder
-from system.errors import QsplitInputError, check_keys
+from system.errors import QsplitInputError, check_keys, cli_main
 from system.profiles import ModelProfile, load_profile
 
 if TYPE_CHECKING:
+    from agents.weights import RunModel
     from envs.quantsplit import QuantSplitEnv
 
 ENV_ID = "QuantSplit-v0"
@@ -108,13 +114,17 @@ def export_model(model: Any, profile: ModelProfile, out_dir: str | Path, *,
                  encoder: ObservationEncoder | None = None,
                  bits: tuple[int, ...] | None = None,
                  env_kwargs: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
-                 onnx: bool = False) -> Path:
+                 onnx: bool = False, force: bool = False) -> Path:
     """Write the bundle of a loaded SB3 model trained on ``QuantSplit-v0`` for ``profile``.
 
-    ``env_kwargs`` (JSON values) and ``source`` are recorded in the contract as given.
+    ``env_kwargs`` (JSON values) and ``source`` are recorded in the contract as given; with a
+    ``scenario`` among them, so is the training support of each feature
+    (:func:`runtime.support.training_support`). An existing ``out_dir`` is replaced only if
+    it is a bundle and ``force`` is set.
     """
     from gymnasium import spaces
 
+    check_out_path(out_dir, force=force)
     encoder = encoder or ObservationEncoder()
     codec = ActionCodec(profile.n_units, tuple(bits) if bits else DEFAULT_BITS)
     obs_space, act_space = model.observation_space, model.action_space
@@ -131,12 +141,14 @@ def export_model(model: Any, profile: ModelProfile, out_dir: str | Path, *,
            **_versions(), **(source or {})}
     contract = make_contract(profile=profile, encoder=encoder, codec=codec, hidden=hidden,
                              action=action, masking=masking, env_id=ENV_ID,
-                             env_kwargs=dict(env_kwargs or {}), source=src)
+                             env_kwargs=dict(env_kwargs or {}), source=src,
+                             support=training_support(encoder, env_kwargs["scenario"])
+                             if env_kwargs and "scenario" in env_kwargs else None)
     extra = {}
     if onnx:
         from runtime.bundle import ONNX_FILE
         extra[ONNX_FILE] = onnx_bytes(model.policy, encoder.n_features, arrays, hidden, action)
-    return write_bundle(out_dir, contract, arrays, extra)
+    return write_bundle(out_dir, contract, arrays, extra, force=force)
 
 
 def _versions() -> dict[str, str]:
@@ -227,32 +239,36 @@ def read_env_kwargs(run: str | Path) -> dict[str, Any]:
     return check_keys(f"run {run}: {ENV_KWARGS_FILE}", data, _READ_KEYS, known)
 
 
-def load_run_model(run: Path, checkpoint: str = "model.zip") -> Any:
-    """The SB3 model of a run folder (PPO or MaskablePPO, told apart by its policy class)."""
-    zpath = Path(run) / checkpoint
-    if not zpath.is_file():
+def load_run_model(run: Path, checkpoint: str = "model.zip",
+                   profile: ModelProfile | None = None) -> RunModel:
+    """The policy of a run folder (PPO or MaskablePPO), read without unpickling anything.
+
+    The weights and architecture come from the model.zip's tensors and JSON
+    (:func:`agents.weights.read_policy`), the spaces from ``env_kwargs.json`` (``profile``:
+    the run's own by default).
+    """
+    from agents.weights import read_policy
+
+    run = Path(run)
+    if not (run / checkpoint).is_file():
         raise QsplitInputError(f"run {run}: no {checkpoint} (expected the SB3 model there)")
-    try:
-        with zipfile.ZipFile(zpath) as zf:
-            data = json.loads(zf.read("data"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise QsplitInputError(f"run {run}: {checkpoint} is not an SB3 model ({exc})") from None
-    module = str(data.get("policy_class", {}).get("__module__", ""))
-    if module.startswith("sb3_contrib"):
-        from sb3_contrib import MaskablePPO
-        return MaskablePPO.load(zpath, device="cpu")
-    from stable_baselines3 import PPO
-    return PPO.load(zpath, device="cpu")
+    kwargs = read_env_kwargs(run)
+    n_units = (profile or load_profile(str(kwargs["model"]))).n_units
+    return read_policy(run / checkpoint, ObservationEncoder.from_json(kwargs["encoder"]),
+                       ActionCodec(n_units, tuple(kwargs["bits"])).nvec,
+                       where=f"run {run}: {checkpoint}")
 
 
 def export_run(run: str | Path, out_dir: str | Path, *, model_name: str | None = None,
-               checkpoint: str = "model.zip", onnx: bool = False) -> Path:
+               checkpoint: str = "model.zip", onnx: bool = False, force: bool = False) -> Path:
     """Export the model of a run folder (see the module docstring).
 
     The profile is the run's (``--model`` overrides); a profile whose hash differs from the
-    one the run recorded (it changed since training) is refused.
+    one the run recorded (it changed since training) is refused. ``out_dir`` is checked
+    first: an existing path that is not a bundle is refused, a bundle needs ``force``.
     """
     run = Path(run)
+    check_out_path(out_dir, force=force)
     if not (run / checkpoint).is_file():
         raise QsplitInputError(f"run {run}: no {checkpoint} (expected the SB3 model there)")
     kwargs = read_env_kwargs(run)
@@ -265,10 +281,10 @@ def export_run(run: str | Path, out_dir: str | Path, *, model_name: str | None =
     if kwargs["mode"] != "repair":
         print(f"note: run {run} was trained in {kwargs['mode']!r} mode; the bundle repairs "
               "infeasible plans as the env's repair mode does", file=sys.stderr)
-    model = load_run_model(run, checkpoint)
+    model = load_run_model(run, checkpoint, profile)
     zsha = hashlib.sha256((run / checkpoint).read_bytes()).hexdigest()
-    source = {"run": run.name, "checkpoint": checkpoint, "model_zip_sha256": zsha,
-              "algo_name": "ppo_mask" if is_maskable(model) else "ppo"}
+    source = {"algo": model.algo, "run": run.name, "checkpoint": checkpoint,
+              "model_zip_sha256": zsha, "algo_name": "ppo_mask" if is_maskable(model) else "ppo"}
     root = Path(__file__).resolve().parents[1]
     if run.resolve().is_relative_to(root):      # a committed run: tests check parity with it
         source["run_path"] = run.resolve().relative_to(root).as_posix()
@@ -276,9 +292,10 @@ def export_run(run: str | Path, out_dir: str | Path, *, model_name: str | None =
                         encoder=ObservationEncoder.from_json(kwargs["encoder"]),
                         bits=tuple(kwargs["bits"]),
                         env_kwargs={k: kwargs[k] for k in CONTRACT_ENV_KWARGS},
-                        source=source, onnx=onnx)
+                        source=source, onnx=onnx, force=force)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     ap = argparse.ArgumentParser(prog="python -m agents.export", description=__doc__.splitlines()[0])
@@ -289,13 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default="model.zip",
                     help="model file in the run folder (model.zip, or best_model.zip)")
     ap.add_argument("--onnx", action="store_true", help="also write policy.onnx (onnx extra)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace a bundle already at --out (anything else there is refused)")
     args = ap.parse_args(argv)
-    try:
-        out = export_run(args.run, args.out, model_name=args.model, checkpoint=args.checkpoint,
-                         onnx=args.onnx)
-    except QsplitInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = export_run(args.run, args.out, model_name=args.model, checkpoint=args.checkpoint,
+                     onnx=args.onnx, force=args.force)
     print(json.dumps({"bundle": str(out), "files": sorted(p.name for p in out.iterdir())}))
     return 0
 

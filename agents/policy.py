@@ -11,7 +11,8 @@ Decider specs, as the command line takes them (:func:`make_policy`):
   ``uniform``: the deciders of :data:`system.baselines.DECIDERS`;
 * ``ppo``: the shipped default policy for the profile (``agents/data/policies/<model>/``);
 * ``ppo:<run folder>``: a training run (rl-zoo layout, the folder holding ``model.zip``);
-  ``ppo:<run folder>/best_model.zip`` (any ``.zip`` in it) for another checkpoint;
+  ``ppo:<run folder>/best_model.zip`` (any ``.zip`` in it) for another checkpoint; its
+  weights are read without unpickling anything (:mod:`agents.weights`);
 * ``bundle:<path>``: an exported policy bundle, decided by :class:`runtime.Dispatcher`;
 * ``bundle``: the committed default bundle for the profile (``runtime/bundles/<model>``);
 * ``<label>=<spec>``: any of the above reported under ``label`` (two PPO runs side by side).
@@ -190,7 +191,9 @@ def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DE
     (:func:`agents.export.read_env_kwargs`) gives the observations (and the codec
     MaskablePPO's action masks), the model predicts deterministically for the whole batch,
     and :func:`system.repair.execute_action` executes each action as ``env.step`` does
-    (repaired if the drop exceeds the budget, or the penalty mode's raw plan).
+    (repaired if the drop exceeds the budget, or the penalty mode's raw plan). The model is
+    read from the zip's tensors and JSON without unpickling (:mod:`agents.weights`): a run
+    folder handed over is input, never code.
     """
     folder = Path(folder)
     if not (folder / checkpoint).is_file():
@@ -214,7 +217,7 @@ def load_ppo_run(folder: Path, profile: ModelProfile, bits: tuple[int, ...] = DE
     encoder = ObservationEncoder.from_json(kw["encoder"])
     codec = ActionCodec(profile.n_units, tuple(bits))
     repair = kw["mode"] == "repair"
-    model = load_run_model(folder, checkpoint)
+    model = load_run_model(folder, checkpoint, profile)    # unpickles nothing
     maskable = is_maskable(model)
     # one torch thread, as train.py: the nets are small and two threads on a busy 2-core
     # machine spin against each other (a process-wide setting, fine for a leaderboard run)

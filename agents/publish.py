@@ -11,8 +11,11 @@ copies from the run folder what evaluation, the exporter and the runtime need, s
   scenario, encoder: what evaluation and the exporter rebuild);
 * ``config.yml`` and ``command.txt``: how it was trained; ``metrics.json`` if given.
 
-Only our own files are ever loaded from here; :func:`load_default_model` refuses a policy
-whose profile hash differs from the shipped profile's.
+Publishing loads the run's model with stable-baselines3's full loader (to drop the optimizer
+state), which runs code the file holds: publish only runs you trained yourself, as for
+``train.py -i``. Reading a shipped policy back (:func:`load_default_model`) unpickles
+nothing (:mod:`agents.weights`) and refuses a policy whose profile hash differs from the
+shipped profile's.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from system.atomic import atomic_write_text
 from system.errors import QsplitInputError
+
+if TYPE_CHECKING:
+    from agents.weights import RunModel
 
 POLICY_ROOT = Path(__file__).resolve().parent / "data" / "policies"
 
@@ -37,15 +43,21 @@ def default_policy_dir(model: str) -> Path:
 
 def publish(run: str | Path, model: str, checkpoint: str = "best_model.zip",
             metrics: dict[str, Any] | None = None, dest: str | Path | None = None) -> Path:
-    """Copy a run's policy into ``dest`` (default :func:`default_policy_dir`)."""
+    """Copy a run's policy into ``dest`` (default :func:`default_policy_dir`).
+
+    The run is trusted: its model is loaded by stable-baselines3 (see the module docstring).
+    """
     from agents.callbacks import save_model_atomic
-    from agents.export import ENV_KWARGS_FILE, load_run_model, read_env_kwargs
+    from agents.export import ENV_KWARGS_FILE, load_run_model
+    from agents.train_lib import algo_class
+    from agents.weights import load_trusted_model
 
     run = Path(run)
-    read_env_kwargs(run)                           # refuses a run without its env's record
+    checked = load_run_model(run, checkpoint)      # the env's record and weights that fit it
     out = Path(dest) if dest is not None else default_policy_dir(model)
     out.mkdir(parents=True, exist_ok=True)
-    algo = load_run_model(run, checkpoint)
+    algo = load_trusted_model(run / checkpoint,
+                              algo_class("ppo_mask" if checked.algo == "MaskablePPO" else "ppo"))
     pol = algo.policy
     pol.optimizer = pol.optimizer_class(pol.parameters(), lr=algo.lr_schedule(1.0),
                                         **pol.optimizer_kwargs)
@@ -58,8 +70,9 @@ def publish(run: str | Path, model: str, checkpoint: str = "best_model.zip",
     return out
 
 
-def load_default_model(model: str) -> Any:
-    """The shipped SB3 model for a profile, checked against the shipped profile's hash."""
+def load_default_model(model: str) -> RunModel:
+    """The shipped policy for a profile (read without unpickling), checked against the
+    shipped profile's hash."""
     from agents.export import load_run_model, read_env_kwargs
     from system.profiles import load_profile
 
@@ -71,7 +84,7 @@ def load_default_model(model: str) -> Any:
         raise QsplitInputError(
             f"model: the shipped policy for {model!r} was trained on another version of the "
             f"profile (sha256 {sha[:12]}...); retrain it ({d / 'command.txt'})")
-    return load_run_model(d)
+    return load_run_model(d, profile=load_profile(model))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ normalised by the encoder's fixed formulas, so no statistics pickle is ever need
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import re
 import shlex
@@ -32,8 +31,23 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agents.hyperparams import (
+    QSPLIT,
+    check_env_kwargs,
+    check_section,
+    check_seed,
+    check_value,
+    parse_kv,
+    prepare_hyperparams,
+    safe_eval,
+)
 from system.atomic import atomic_write_text
-from system.errors import QsplitInputError, check_keys
+from system.errors import QsplitInputError
+from system.loaders import parse_yaml, read_text
+
+__all__ = ["ALGOS", "QsplitOptions", "Start", "TrainArgs", "algo_class", "check_start",
+           "load_config", "new_run_dir", "parse_kv", "parse_train_args", "prepare_hyperparams",
+           "safe_eval", "train", "train_parser"]
 
 ALGOS = ("ppo", "ppo_mask")
 
@@ -57,111 +71,24 @@ class QsplitOptions:
 
     @classmethod
     def from_dict(cls, d: object, where: str) -> QsplitOptions:
-        """Strict: unknown keys are refused."""
-        names = [f.name for f in fields(cls)]
-        d = check_keys(where, d or {}, [], names)
-        return cls(**d)
+        """Strict: unknown keys and values outside :data:`agents.hyperparams.HYPERPARAMS`'s
+        ranges are refused."""
+        return cls(**check_section(d or {}, (QSPLIT,), lambda k: f"{where}.{k}", where))
 
 
 def load_config(conf_file: str | Path, env_id: str) -> tuple[dict[str, Any], QsplitOptions]:
     """The env's hyperparameters (rl-zoo schema) and its qsplit options."""
     p = Path(conf_file)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise QsplitInputError(f"-conf: cannot read {p}: {exc.strerror or exc}") from None
+    data = parse_yaml(read_text(p, "-conf"), f"-conf {p.name}")
     if not isinstance(data, dict) or env_id not in data:
-        known = sorted(k for k in (data or {}) if k != "qsplit")
+        known = sorted(str(k) for k in data if k != "qsplit") if isinstance(data, dict) else []
         raise QsplitInputError(f"-conf {p}: no hyperparameters for {env_id!r}; has {known}")
-    hyper = dict(data[env_id])
-    q = (data.get("qsplit") or {}).get(env_id, {})
-    return hyper, QsplitOptions.from_dict(q, f"{p.name}: qsplit.{env_id}")
-
-
-_SAFE_NAMES: dict[str, Any] = {}
-
-
-def _safe_names() -> dict[str, Any]:
-    if not _SAFE_NAMES:
-        from torch import nn
-
-        _SAFE_NAMES.update({"nn.Tanh": nn.Tanh, "nn.ReLU": nn.ReLU, "nn.ELU": nn.ELU,
-                            "nn.LeakyReLU": nn.LeakyReLU, "nn.GELU": nn.GELU,
-                            "nn.SiLU": nn.SiLU, "True": True, "False": False, "None": None})
-    return _SAFE_NAMES
-
-
-def safe_eval(text: str, where: str) -> Any:
-    """Evaluate a config expression such as ``dict(net_arch=[64, 64], activation_fn=nn.Tanh)``.
-
-    rl_zoo3 ``eval``s these strings; here only literals, ``dict(...)`` calls and a short
-    list of torch activation names are allowed, so a config cannot run code.
-    """
-    def conv(node: ast.AST) -> Any:
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-                and node.func.id == "dict" and not node.args:
-            return {kw.arg: conv(kw.value) for kw in node.keywords}
-        if isinstance(node, (ast.Attribute, ast.Name)):
-            name = ast.unparse(node)
-            if name in _safe_names():
-                return _safe_names()[name]
-            raise QsplitInputError(f"{where}: name {name!r} is not allowed in a config")
-        if isinstance(node, ast.Dict):
-            return {conv(k): conv(v) for k, v in zip(node.keys, node.values, strict=True)}
-        if isinstance(node, (ast.List, ast.Tuple)):
-            items = [conv(e) for e in node.elts]
-            return items if isinstance(node, ast.List) else tuple(items)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -conv(node.operand)
-        if isinstance(node, ast.Constant):
-            return node.value
-        raise QsplitInputError(f"{where}: unsupported expression {ast.unparse(node)!r}")
-
-    try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError:
-        raise QsplitInputError(f"{where}: cannot parse {text!r}") from None
-    return conv(tree.body)
-
-
-def parse_kv(items: list[str] | None, where: str) -> dict[str, Any]:
-    """rl-zoo's ``key:value`` arguments; a value that is not a literal is taken as a string."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if ":" not in item:
-            raise QsplitInputError(f"{where}: expected key:value, got {item!r}")
-        key, value = item.split(":", 1)
-        try:
-            out[key] = safe_eval(value, f"{where} {key}")
-        except QsplitInputError:
-            out[key] = value
-    return out
-
-
-def prepare_hyperparams(hyper: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split rl-zoo keys (n_envs, n_timesteps, env_kwargs) from the algorithm's kwargs."""
-    from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule
-
-    h = dict(hyper)
-    meta = {"n_envs": int(h.pop("n_envs", 1)), "n_timesteps": int(float(h.pop("n_timesteps"))),
-            "env_kwargs": dict(h.pop("env_kwargs", {}) or {})}
-    for bad in ("normalize", "frame_stack", "env_wrapper", "vec_env_wrapper", "callback"):
-        if bad in h:
-            raise QsplitInputError(
-                f"hyperparameter {bad!r} is not supported by train.py (observations are "
-                f"normalised by the encoder; use rl_zoo3 for wrappers)")
-    for key in ("learning_rate", "clip_range", "clip_range_vf"):
-        v = h.get(key)
-        if isinstance(v, str) and v.startswith("lin_"):
-            h[key] = LinearSchedule(float(v[4:]), 0.0, 1.0)
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
-            h[key] = ConstantSchedule(float(v))
-    if isinstance(h.get("policy_kwargs"), str):
-        h["policy_kwargs"] = safe_eval(h["policy_kwargs"], "policy_kwargs")
-    for key in ("batch_size", "n_steps", "n_epochs"):
-        if key in h:
-            h[key] = int(h[key])
-    return h, meta
+    hyper, qsplit = data[env_id] or {}, data.get("qsplit") or {}
+    for name, value in ((env_id, hyper), ("qsplit", qsplit)):
+        if not isinstance(value, dict):
+            raise QsplitInputError(f"{p}: {name}: expected a mapping of key: value, got "
+                                   f"{type(value).__name__}")
+    return dict(hyper), QsplitOptions.from_dict(qsplit.get(env_id), f"{p}: qsplit.{env_id}")
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -226,7 +153,9 @@ class TrainArgs:
     log_folder: str = field(default="runs", metadata=_flag(
         "-f", "--log-folder", help="where run folders go"))
     trained_agent: str = field(default="", metadata=_flag(
-        "-i", "--trained-agent", help="model .zip to resume from"))
+        "-i", "--trained-agent",
+        help="model .zip to resume from. TRUSTED CODE: stable-baselines3 unpickles it, so a "
+             "crafted file runs commands; give only a run folder's model you made yourself"))
     save_freq: int = field(default=-1, metadata=_flag(
         "--save-freq", help="checkpoint every n env steps (< 0: none)"))
     eval_freq: int = field(default=0, metadata=_flag(
@@ -287,37 +216,20 @@ def train(args: TrainArgs) -> Path:
     )
     from agents.evaluation import evaluate_actions, pool_masks, predict_actions
     from agents.export import write_env_kwargs
+    from agents.weights import load_trusted_model
     from envs.pool import build_pool
-    from envs.quantsplit import QuantSplitEnv
 
-    if args.algo not in ALGOS:
-        raise QsplitInputError(f"--algo: {args.algo!r} is not one of {list(ALGOS)}")
-    algo_cls = _algo_class(args.algo)
-    hyper_raw, opts = load_config(args.conf_file, args.env)
-    hyper_raw.update(args.hyperparams or {})
-    hyper, meta = prepare_hyperparams(hyper_raw)
-    n_timesteps = args.n_timesteps if args.n_timesteps > 0 else meta["n_timesteps"]
-    env_kwargs = {**meta["env_kwargs"], **(args.env_kwargs or {})}
-    seed = args.seed if args.seed >= 0 else int(np.random.SeedSequence().generate_state(1)[0])
+    start = check_start(args)
+    hyper_raw, opts, env_kwargs, seed, probe = (start.hyper_raw, start.opts, start.env_kwargs,
+                                                start.seed, start.probe)
     # One thread by default: the nets are small, and on a busy 2-core machine two torch
     # threads were measured 30x slower per step than one (they spin waiting for each other).
     torch.set_num_threads(args.num_threads if args.num_threads > 0 else 1)
     set_random_seed(seed)
-
-    run = new_run_dir(args.log_folder, args.algo, args.env)
-    tb_dir = (Path(args.tensorboard_log) / run.name) if args.tensorboard_log else run / "tb"
-    atomic_write_text(run / "command.txt", shlex.join(args.argv or sys.argv) + "\n")
-    config = {"algo": args.algo, "env_id": args.env, "seed": seed, "n_timesteps": n_timesteps,
-              "conf_file": str(args.conf_file), "hyperparams": _yamlable(hyper_raw),
-              "env_kwargs": _yamlable(env_kwargs), "qsplit": asdict(opts),
-              "trained_agent": args.trained_agent or None}
-    atomic_write_text(run / "config.yml", yaml.safe_dump(config, sort_keys=False))
     say = print if args.verbose else (lambda *a, **k: None)
-    say(f"[qsplit] run folder {run}", flush=True)
 
-    # The env (once, to resolve and record its arguments), then the pools it needs.
-    probe = QuantSplitEnv(**env_kwargs)
-    write_env_kwargs(run, probe)
+    # The pools the env needs, the vectorised env and the model; only then the run folder,
+    # so a start that fails leaves none behind.
     profile, scenario, encoder = probe.profile, probe.scenario, probe.encoder
     cache = opts.pool_cache or str(Path(args.log_folder) / "pools")
     t0 = time.perf_counter()
@@ -328,13 +240,24 @@ def train(args: TrainArgs) -> Path:
     say(f"[qsplit] pools: {len(train_pool)} training, {len(eval_pool)} held-out requests "
         f"solved in {time.perf_counter() - t0:.1f} s", flush=True)
     vec_cls = SubprocVecEnv if args.vec_env == "subproc" else DummyVecEnv
-    vec = make_vec_env(args.env, n_envs=meta["n_envs"], seed=seed, vec_env_cls=vec_cls,
+    vec = make_vec_env(args.env, n_envs=start.n_envs, seed=seed, vec_env_cls=vec_cls,
                        env_kwargs={"render_mode": None, **env_kwargs, "pool": train_pool})
     if args.trained_agent:
-        model = algo_cls.load(args.trained_agent, env=vec, device="cpu", seed=seed)
+        model = load_trusted_model(args.trained_agent, start.algo_cls, env=vec, seed=seed)
         say(f"[qsplit] resumed from {args.trained_agent} at {model.num_timesteps} steps")
     else:
-        model = algo_cls(env=vec, seed=seed, verbose=0, device="cpu", **hyper)
+        model = start.algo_cls(env=vec, seed=seed, verbose=0, device="cpu", **start.hyper)
+
+    run = new_run_dir(args.log_folder, args.algo, args.env)
+    tb_dir = (Path(args.tensorboard_log) / run.name) if args.tensorboard_log else run / "tb"
+    atomic_write_text(run / "command.txt", shlex.join(args.argv or sys.argv) + "\n")
+    config = {"algo": args.algo, "env_id": args.env, "seed": seed,
+              "n_timesteps": start.n_timesteps, "conf_file": str(args.conf_file),
+              "hyperparams": _yamlable(hyper_raw), "env_kwargs": _yamlable(env_kwargs),
+              "qsplit": asdict(opts), "trained_agent": args.trained_agent or None}
+    atomic_write_text(run / "config.yml", yaml.safe_dump(config, sort_keys=False))
+    write_env_kwargs(run, probe)
+    say(f"[qsplit] run folder {run}", flush=True)
     model.set_logger(configure(str(tb_dir), ["tensorboard", "csv"] +
                                (["stdout"] if args.verbose > 1 else [])))
 
@@ -371,7 +294,7 @@ def train(args: TrainArgs) -> Path:
                                     verbose=args.verbose)]
     if args.save_freq > 0:
         callbacks.append(AtomicCheckpointCallback(args.save_freq, run / "checkpoints"))
-    model.learn(total_timesteps=n_timesteps, callback=callbacks, progress_bar=args.progress,
+    model.learn(total_timesteps=start.n_timesteps, callback=callbacks, progress_bar=args.progress,
                 reset_num_timesteps=not args.trained_agent)
     save_model_atomic(model, run / "model.zip")
     vec.close()
@@ -379,7 +302,67 @@ def train(args: TrainArgs) -> Path:
     return run
 
 
-def _algo_class(algo: str) -> type:
+@dataclass
+class Start:
+    """What a training starts from, every part checked (:func:`check_start`)."""
+
+    algo_cls: type
+    hyper_raw: dict[str, Any]       # the config's env-id mapping with -params applied, as given
+    hyper: dict[str, Any]           # the algorithm's keyword arguments, checked
+    opts: QsplitOptions
+    n_envs: int
+    n_timesteps: int
+    env_kwargs: dict[str, Any]
+    seed: int
+    probe: Any                      # the env, built once to check and record its arguments
+
+
+def check_start(args: TrainArgs) -> Start:
+    """Check everything a training needs before anything is built or written: the algorithm,
+    every hyperparameter (:data:`agents.hyperparams.HYPERPARAMS`), the env's arguments (by
+    building the env once) and the ``-i`` model (read without unpickling, see
+    :mod:`agents.weights`). Errors name the key as the user wrote it."""
+    import inspect
+
+    from agents.weights import read_policy
+    from envs.quantsplit import QuantSplitEnv
+
+    if args.algo not in ALGOS:
+        raise QsplitInputError(f"--algo: {args.algo!r} is not one of {list(ALGOS)}")
+    hyper_raw, opts = load_config(args.conf_file, args.env)
+    where = f"{args.conf_file}: {args.env}"
+    hyper, meta = prepare_hyperparams(hyper_raw, args.hyperparams, where)
+    hyper_raw.update(args.hyperparams or {})
+    n_timesteps = check_value("n_timesteps", args.n_timesteps, "-n") if args.n_timesteps > 0 \
+        else meta["n_timesteps"]
+    if n_timesteps is None:
+        raise QsplitInputError(f"{where}.n_timesteps: missing (give it there or with -n)")
+    known = [k for k in inspect.signature(QuantSplitEnv).parameters
+             if k not in ("pool", "render_mode")]
+    env_kwargs = {**check_env_kwargs(meta["env_kwargs"], known, f"{where}.env_kwargs"),
+                  **check_env_kwargs(args.env_kwargs, known, "--env-kwargs")}
+    seed = check_seed(args.seed)
+    seed = seed if seed >= 0 else int(np.random.SeedSequence().generate_state(1)[0])
+    try:
+        probe = QuantSplitEnv(**env_kwargs)
+    except QsplitInputError:
+        raise
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise QsplitInputError(f"env_kwargs: {' '.join(str(exc).split())[:300]}") from None
+    if args.trained_agent:
+        found = read_policy(args.trained_agent, probe.encoder, probe.codec.nvec,
+                            where=f"-i {args.trained_agent}")
+        want = "MaskablePPO" if args.algo == "ppo_mask" else "PPO"
+        if found.algo != want:
+            raise QsplitInputError(f"-i {args.trained_agent}: a {found.algo} model; --algo "
+                                   f"{args.algo} resumes a {want} one")
+    return Start(algo_cls=algo_class(args.algo), hyper_raw=hyper_raw, hyper=hyper, opts=opts,
+                 n_envs=meta["n_envs"], n_timesteps=int(n_timesteps), env_kwargs=env_kwargs,
+                 seed=seed, probe=probe)
+
+
+def algo_class(algo: str) -> type:
+    """The stable-baselines3 (or sb3-contrib) class of ``--algo``."""
     if algo == "ppo_mask":
         from sb3_contrib import MaskablePPO
 

@@ -1,6 +1,7 @@
 """Speed and quality of the runtime dispatcher against the exact optimizer.
 
-On requests drawn from the default scenario, one at a time (wall clock per call, medians):
+The default dispatcher (``Dispatcher.load()``: fallback ``out_of_range``, the trivial guard
+on), on requests drawn from the default scenario, one at a time (wall clock per call, medians):
 
 * ``median_us``: ``Dispatcher.decide(request)`` on a Request, guard included (and the
   repair when the policy's plan is over budget, as it happens);

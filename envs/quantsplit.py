@@ -17,8 +17,8 @@ from envs.pool import RequestPool
 from system.accuracy import is_feasible
 from system.bits import DEFAULT_BITS, check_bit_set
 from system.codec import ActionCodec, ObservationEncoder
-from system.cost import UnitTables, evaluate_arrays, unit_tables
-from system.errors import QsplitInputError, check_finite
+from system.cost import UnitTables, check_finite_figures, evaluate_arrays, unit_tables
+from system.errors import QsplitInputError, check_finite, check_keys
 from system.optimal import solve
 from system.plan import plans_to_arrays
 from system.profiles import ModelProfile, load_profile
@@ -29,6 +29,8 @@ from system.scenario import Scenario, load_scenario, sample_requests
 MODES = ("repair", "penalty")
 REWARD_SCALES = ("log", "linear")
 REFERENCES = ("optimal", "server_only")
+#: The keys ``reset(options=...)`` accepts.
+RESET_OPTIONS = ("request",)
 
 
 class QuantSplitEnv(gym.Env):
@@ -52,7 +54,8 @@ class QuantSplitEnv(gym.Env):
     weight bits of units 1..L. Weight bits past the cut are ignored, and the activation bits
     are ignored at p = 0 (the raw input is sent) and p = L (only the result is).
     (:class:`system.codec.ActionCodec`.) ``action_masks()`` gives MaskablePPO the options
-    that can be part of a feasible plan.
+    that can be part of a feasible plan. ``step`` takes exactly one action of L+2 whole
+    numbers in range: a batch, a fractional entry or a boolean is refused, never coerced.
 
     ## Observation Space
 
@@ -82,7 +85,8 @@ class QuantSplitEnv(gym.Env):
     ## Starting State
 
     ``reset`` draws one request from the scenario (or from ``pool``) with the env's
-    ``np_random``; ``reset(options={"request": Request})`` sets one explicitly.
+    ``np_random``; ``reset(options={"request": Request})`` sets one explicitly (any other
+    option key is refused).
 
     ## Episode End
 
@@ -102,7 +106,7 @@ class QuantSplitEnv(gym.Env):
       ``info["repaired"]``) or ``"penalty"``.
     * ``reward_reference``: ``"optimal"`` or ``"server_only"``; ``reward_scale``: ``"log"``
       or ``"linear"``; ``penalty`` >= 0 (see Rewards).
-    * ``compute_regret``: put ``info["regret"]`` = cost / optimum - 1 (solves the request
+    * ``compute_regret`` (a bool): put ``info["regret"]`` = cost / optimum - 1 (solves the request
       exactly if the reward did not already; always there with the optimal reference).
     * ``pool``: an :class:`envs.pool.RequestPool` to draw requests from, with their optima
       precomputed (training speed); it must match the model, bits and encoder.
@@ -150,11 +154,18 @@ class QuantSplitEnv(gym.Env):
         self.reward_reference = reward_reference
         self.reward_scale = reward_scale
         self.penalty = check_finite("penalty", penalty, lo=0.0)
+        if not isinstance(compute_regret, (bool, np.bool_)):
+            raise QsplitInputError(f"compute_regret: expected true or false, got {compute_regret!r}")
         self.compute_regret = bool(compute_regret)
         self.render_mode = render_mode
         self.codec = ActionCodec(self.profile.n_units, check_bit_set("bits", list(bits)))
+        if encoder is not None and not isinstance(encoder, (ObservationEncoder, dict)):
+            raise QsplitInputError("encoder: expected a system.codec.ObservationEncoder, its JSON "
+                                   f"form (a dict) or None, got {encoder!r}")
         self.encoder = ObservationEncoder.from_json(encoder) if isinstance(encoder, dict) \
             else encoder or ObservationEncoder()
+        if pool is not None and not isinstance(pool, RequestPool):
+            raise QsplitInputError(f"pool: expected an envs.pool.RequestPool or None, got {pool!r}")
         if pool is not None and (pool.obs.shape[1] != self.encoder.n_features
                                  or pool.opt_action.shape[1] != self.profile.n_units + 2):
             raise QsplitInputError("pool: built for another model or encoder than this env's")
@@ -177,6 +188,10 @@ class QuantSplitEnv(gym.Env):
         super().reset(seed=seed)
         self._tables = None
         self._opt_cost = None
+        if options is not None:
+            if not isinstance(options, dict):
+                raise QsplitInputError(f"options: expected a dict or None, got {options!r}")
+            check_keys("options", options, (), RESET_OPTIONS)
         if options and options.get("request") is not None:
             req = options["request"]
             if not isinstance(req, Request):
@@ -196,12 +211,15 @@ class QuantSplitEnv(gym.Env):
         if self._req is None or self._obs is None:
             raise RuntimeError("QuantSplitEnv: call reset() before step() (one step per episode)")
         req, T = self._req, self.tables()
+        action = self._check_action(action)
         self.codec.decode_arrays(action)                    # validates the ranges
         res = execute_action(T, req.eps_pp, action, repair=self.mode == "repair")
         violation = not is_feasible(res.drop_pp, req.eps_pp)
         cuts, wb, ab = plans_to_arrays([res.plan], self.profile.n_units)
         fig = evaluate_arrays(self.profile, req, cuts, wb, ab)
         cost = float(fig.cost[0])
+        if not math.isfinite(cost):
+            check_finite_figures(fig, "request")             # refuses, naming what overflowed
         need_opt = self.reward_reference == "optimal" or self.compute_regret
         opt = self.optimal_cost() if need_opt else None
         ref = opt if self.reward_reference == "optimal" else float(T.fixed[0, self._k32])
@@ -241,6 +259,38 @@ class QuantSplitEnv(gym.Env):
                 f"reward {d['reward']:.4f}{' (repaired)' if d['repaired'] else ''}")
 
     # ------------------------------------------------------------------ helpers
+
+    def _check_action(self, action: object) -> np.ndarray:
+        """One action as int64 (L+2,), or a one-line refusal.
+
+        Refused rather than coerced: a batch (only its first row would run), fractional
+        entries (they would be truncated) and booleans (they would count as 0 and 1).
+        """
+        n = self.profile.n_units + 2
+        if isinstance(action, (list, tuple)) and any(isinstance(x, (bool, np.bool_)) for x in action):
+            raise QsplitInputError(f"action: expected {n} whole numbers, got booleans in {action!r}")
+        try:
+            a = np.asarray(action)
+        except (TypeError, ValueError):
+            raise QsplitInputError(f"action: expected {n} whole numbers, got {action!r}") from None
+        if a.shape != (n,):
+            raise QsplitInputError(f"action: expected one action of shape ({n},), got shape "
+                                   f"{a.shape} (step takes one action, not a batch)")
+        if a.dtype.kind == "b":
+            raise QsplitInputError(f"action: expected {n} whole numbers, got booleans in {action!r}")
+        if a.dtype.kind not in "iuf":
+            raise QsplitInputError(f"action: expected {n} whole numbers, got dtype {a.dtype}")
+        if a.dtype.kind == "f":
+            frac = ~np.isfinite(a) | (a != np.round(a))
+            if np.any(frac):
+                i = int(np.argmax(frac))
+                raise QsplitInputError(f"action[{i}]: {float(a[i]):g} is not a whole number")
+            out = (a < 0) | (a >= self.codec.nvec)
+            if np.any(out):
+                i = int(np.argmax(out))
+                raise QsplitInputError(f"action[{i}]: {a[i]:g} is outside the allowed range "
+                                       f"[0, {self.codec.nvec[i] - 1}]")
+        return a.astype(np.int64)
 
     @property
     def request(self) -> Request | None:

@@ -16,7 +16,8 @@ from pathlib import Path
 from leaderboard.records import FIGURE_COLUMNS, column, group_by
 from leaderboard.suites import BASELINES
 from system.accuracy import is_feasible
-from system.errors import QsplitInputError, check_keys
+from system.errors import QsplitInputError, check_keys, shown
+from system.loaders import parse_yaml, read_text
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
 CLAIMS_FORMAT = "qsplit-seed-claims/1"
@@ -71,13 +72,13 @@ class SeedClaims:
 
 def _text(where: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise QsplitInputError(f"{where}: expected a non-empty string, got {value!r}")
+        raise QsplitInputError(f"{where}: expected a non-empty string, got {shown(value)}")
     return value
 
 
 def _choice(where: str, value: object, allowed: Sequence[str]) -> str:
     if value not in allowed:
-        raise QsplitInputError(f"{where}: expected one of {list(allowed)}, got {value!r}")
+        raise QsplitInputError(f"{where}: expected one of {list(allowed)}, got {shown(value)}")
     return str(value)
 
 
@@ -94,12 +95,12 @@ def _claim_from_dict(where: str, d: object) -> Claim:
         budget = m["budget_at_most_pp"]
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 100:
             raise QsplitInputError(
-                f"{where}.measure.budget_at_most_pp: {budget!r} is outside (0, 100] pp")
+                f"{where}.measure.budget_at_most_pp: {shown(budget)} is outside (0, 100] pp")
         extra["budget_at_most_pp"] = float(budget)
         for flag in MEASURE_KEYS[kind][1]:
             value = m.get(flag, False)
             if not isinstance(value, bool):
-                raise QsplitInputError(f"{where}.measure.{flag}: expected true or false, got {value!r}")
+                raise QsplitInputError(f"{where}.measure.{flag}: expected true or false, got {shown(value)}")
             extra[flag] = value
     return Claim(claim=_text(f"{where}.claim", c["claim"]), seed=_text(f"{where}.seed", c["seed"]),
                  claimed=_text(f"{where}.claimed", c["claimed"]),
@@ -109,16 +110,11 @@ def _claim_from_dict(where: str, d: object) -> Claim:
 
 def load_claims(path: Path = CLAIMS_PATH) -> SeedClaims:
     """The claims of a claims YAML file (the shipped one by default); unknown keys are refused."""
-    import yaml
-
     where = path.name
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise QsplitInputError(f"{where}: cannot read claims: {exc}".replace("\n", " ")) from None
+    data = parse_yaml(read_text(path, "claims"), where)
     d = check_keys(where, data, ("format", "claims"), ("baselines_measured",))
     if d["format"] != CLAIMS_FORMAT:
-        raise QsplitInputError(f"{where}.format: expected {CLAIMS_FORMAT!r}, got {d['format']!r}")
+        raise QsplitInputError(f"{where}.format: expected {CLAIMS_FORMAT!r}, got {shown(d['format'])}")
     raw = d["claims"]
     if not isinstance(raw, list) or not raw:
         raise QsplitInputError(f"{where}.claims: expected a non-empty list of claims")

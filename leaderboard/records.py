@@ -18,6 +18,7 @@ from system.atomic import atomic_write_text
 from system.bits import DEFAULT_BITS
 from system.cost import PlanFigures
 from system.errors import QsplitInputError
+from system.loaders import MAX_CSV_BYTES, cell_int, parse_csv, read_text
 from system.plan import Plan
 from system.request import REQUEST_COLUMNS
 
@@ -35,10 +36,16 @@ def plan_to_row(p: Plan) -> dict:
     return {"cut": p.cut, "weight_bits": " ".join(map(str, p.weight_bits)), "act_bits": p.act_bits}
 
 
-def plan_from_row(row: dict, n_units: int, bits: tuple[int, ...] = DEFAULT_BITS) -> Plan:
-    """The plan a CSV row records (refused if it does not fit the profile)."""
-    wb = tuple(int(b) for b in str(row["weight_bits"]).split())
-    return Plan(cut=int(row["cut"]), weight_bits=wb, act_bits=int(row["act_bits"])).validate(n_units, bits)
+def plan_from_row(row: dict, n_units: int, bits: tuple[int, ...] = DEFAULT_BITS,
+                  where: str = "row") -> Plan:
+    """The plan a CSV row records (refused, naming the row and column, if it does not fit)."""
+    wb = tuple(cell_int(f"{where}.weight_bits", b) for b in str(row["weight_bits"]).split())
+    plan = Plan(cut=cell_int(f"{where}.cut", row["cut"]), weight_bits=wb,
+                act_bits=cell_int(f"{where}.act_bits", row["act_bits"]))
+    try:
+        return plan.validate(n_units, bits)
+    except QsplitInputError as exc:
+        raise QsplitInputError(f"{where}.{exc}") from None
 
 
 def cost_columns(f: PlanFigures, j: int) -> dict:
@@ -56,17 +63,10 @@ def write_csv(rows: Sequence[dict], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def read_csv(path: Path) -> list[dict]:
-    """records.csv as dicts of strings; refuses a file without the expected columns."""
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise QsplitInputError(f"replay {path}: missing column(s) {missing}")
-            return list(reader)
-    except OSError as exc:
-        raise QsplitInputError(f"replay: cannot read {path}: {exc.strerror or exc}") from None
+def read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """records.csv as (line number, row of strings); refuses a file without the expected columns."""
+    text = read_text(path, "replay", MAX_CSV_BYTES)
+    return parse_csv(text, f"replay {Path(path).name}", CSV_COLUMNS)
 
 
 def column(rows: Sequence[dict], key: str) -> np.ndarray:

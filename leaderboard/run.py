@@ -8,6 +8,7 @@ violation: it is flagged (``feasible`` false) and its regret is still reported.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -19,9 +20,9 @@ from agents.policy import Policy, make_policy, split_label
 from leaderboard.plots import write_plots
 from leaderboard.records import cost_columns, plan_to_row, write_csv
 from leaderboard.suites import Suite
-from leaderboard.summary import markdown, summarize
-from system.atomic import atomic_write_text
-from system.cost import evaluate_plans
+from leaderboard.summary import SUMMARY_FORMAT, markdown, summarize, summary_json
+from system.atomic import atomic_write_text, publish_folder, staging_folder
+from system.cost import check_finite_figures, evaluate_plans
 from system.errors import QsplitInputError
 from system.optimal import solve
 from system.plan import Plan
@@ -94,7 +95,8 @@ def run_suite(suite: Suite, policies: dict[str, Policy], *, progress: bool = Tru
             decided = {name: _timed_plans(p, reqs, bar.update) for name, p in policies.items()}
             for i, r in enumerate(reqs):
                 plans = [opt[i], *(decided[n][0][i] for n in policies)]
-                f = evaluate_plans(prof, r, plans)
+                f = check_finite_figures(evaluate_plans(prof, r, plans),
+                                         f"suite {suite.name}, case {case.name}, request {i}")
                 base = {"suite": suite.name, "case": case.name, "request": i, **request_to_row(r)}
                 for j, name in enumerate(policies, start=1):
                     rows.append({
@@ -104,24 +106,80 @@ def run_suite(suite: Suite, policies: dict[str, Policy], *, progress: bool = Tru
     return rows
 
 
+#: What an evaluation output folder holds (besides the plots ``eval_*.png``).
+OUTPUT_FILES = ("records.csv", "summary.json", "summary.md")
+OUTPUT_WHAT = "leaderboard output folder"
+
+
+def is_output_folder(path: Path) -> bool:
+    """``path`` is a folder an evaluation wrote (or an empty one): safe to replace as a whole.
+
+    Only the output's own files may be in it, and its ``summary.json`` must be a summary, so
+    a folder that holds anything of the user's is never replaced.
+    """
+    if not path.is_dir():
+        return False
+    names = [p.name for p in path.iterdir()]
+    if any(n not in OUTPUT_FILES and not (n.startswith("eval_") and n.endswith(".png"))
+           for n in names):
+        return False
+    if "summary.json" not in names:
+        return True
+    try:
+        data = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == SUMMARY_FORMAT
+
+
+def check_output_path(out: Path) -> None:
+    """Refuse (one line) an ``out`` that exists and is not an evaluation output, or that lies
+    under a file, before a run rather than after it."""
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise QsplitInputError(f"--out {out}: {above} is not a folder (cannot write under a file)")
+    if (out.exists() or out.is_symlink()) and not is_output_folder(out):
+        raise QsplitInputError(f"--out {out}: exists and is not a {OUTPUT_WHAT} (refusing to "
+                               "replace it; choose another path or remove it yourself)")
+
+
+def write_output(out: Path, rows: Sequence[dict], summary: dict, suite: Suite,
+                 plots: bool = True) -> Path:
+    """Write the output folder as a whole: filled beside ``out``, then switched in one step.
+
+    An interrupt or error at any point leaves ``out`` as it was (the previous evaluation, or
+    nothing), never a mix of two runs.
+    """
+    check_output_path(out)
+    stage = staging_folder(out)
+    try:
+        write_csv(rows, stage / "records.csv")
+        atomic_write_text(stage / "summary.json", summary_json(summary))
+        atomic_write_text(stage / "summary.md", markdown(summary))
+        if plots:
+            write_plots(rows, stage, suite.profile)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return publish_folder(stage, out, replace=is_output_folder, what=OUTPUT_WHAT)
+
+
 def evaluate_suite(suite: Suite, specs: Sequence[str] | None = None, out: Path | None = None,
              plots: bool = True, progress: bool = True, n_requests: int | None = None,
              log: Callable[[str], None] = print, ppo_run: Path | None = None) -> dict:
     """Run a suite, write the output folder (when ``out`` is given), return the summary.
 
     The folder holds ``records.csv``, ``summary.json``, ``summary.md`` and, with ``plots``,
-    the PNG plots ``eval_*.png``.
+    the PNG plots ``eval_*.png`` (:func:`write_output`). An ``out`` that is not an evaluation
+    output is refused before the run.
     """
+    if out is not None:
+        check_output_path(out)
     policies = make_policies(specs or suite.deciders, suite, ppo_run)
     rows = run_suite(suite, policies, progress=progress, log=log, n_requests=n_requests)
     if not rows:
         raise QsplitInputError(f"suite {suite.name}: every case was skipped; nothing to evaluate")
     summary = summarize(rows, suite, policies)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(rows, out / "records.csv")
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
-        atomic_write_text(out / "summary.md", markdown(summary))
-        if plots:
-            write_plots(rows, out, suite.profile)
+        write_output(out, rows, summary, suite, plots)
     return summary

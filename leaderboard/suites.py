@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from system.bits import DEFAULT_BITS, check_bit_set
-from system.errors import QsplitInputError, check_keys
+from system.errors import QsplitInputError, check_keys, shown
+from system.loaders import is_dir, is_file, parse_yaml, read_text, user_path
 from system.profiles import ModelProfile, load_profile
 from system.scenario import Scenario, config_dirs, load_scenario, scenario_from_dict
 
@@ -58,9 +59,28 @@ def suite_names() -> list[str]:
     return sorted({p.stem for d in config_dirs("eval") if d.is_dir() for p in d.glob("*.yaml")})
 
 
+#: Requests per case at most: every request keeps a record per decider in memory (about
+#: 3 kB each), so 100,000 requests and 8 deciders already need some 2.4 GB.
+MAX_REQUESTS = 100_000
+
+
+def check_n_requests(where: str, value: object) -> int:
+    """A case's request count, refused (one line, with its range) before anything is drawn."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REQUESTS:
+        raise QsplitInputError(f"{where}: expected a whole number of requests in "
+                               f"[1, {MAX_REQUESTS}], got {shown(value)}")
+    return value
+
+
 def _int_field(where: str, value: object, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise QsplitInputError(f"{where}: expected an integer >= {lo}, got {value!r}")
+        raise QsplitInputError(f"{where}: expected an integer >= {lo}, got {shown(value)}")
+    return value
+
+
+def _text(where: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise QsplitInputError(f"{where}: expected a non-empty string, got {shown(value)}")
     return value
 
 
@@ -72,11 +92,10 @@ def _resolve_traces(override: dict) -> tuple[dict, str]:
     out = []
     for e in chans:
         if isinstance(e, dict) and "trace_folder" in e:
-            folder = Path(str(e["trace_folder"])).expanduser()
-            folder = folder if folder.is_absolute() else (ROOT / folder).resolve()
-            if not folder.is_dir():
-                return override, f"trace folder {e['trace_folder']} not found ({folder})"
-            e = {**e, "trace_folder": str(folder)}
+            folder = user_path(e["trace_folder"], ROOT)
+            if not is_dir(folder):
+                return override, f"trace folder {shown(e['trace_folder'])} not found"
+            e = {**e, "trace_folder": str(folder.resolve())}
         out.append(e)
     return {**override, "channels": out}, ""
 
@@ -86,7 +105,7 @@ def _case_from_dict(where: str, d: object) -> Case:
     name = c["name"]
     if not isinstance(name, str) or not name or "," in name:
         raise QsplitInputError(f"{where}.name: expected a non-empty string without commas")
-    n = _int_field(f"{where}.n_requests", c["n_requests"], 1)
+    n = check_n_requests(f"{where}.n_requests", c["n_requests"])
     seed = _int_field(f"{where}.seed", c["seed"], 0)
     override = c.get("override", {})
     if not isinstance(override, dict):
@@ -95,31 +114,26 @@ def _case_from_dict(where: str, d: object) -> Case:
     desc = str(c.get("description", ""))
     if missing:
         return Case(name, desc, n, seed, None, skip_reason=missing)
-    base = load_scenario(str(c["scenario"])).to_dict()
+    base = load_scenario(_text(f"{where}.scenario", c["scenario"])).to_dict()
     scen = scenario_from_dict({**base, **override}, where=f"{where}.override")
     return Case(name, desc, n, seed, scen)
 
 
 def load_suite(spec: str | Path) -> Suite:
     """A suite by name (``configs/eval/<name>.yaml``) or path; unknown keys are refused."""
-    import yaml
-
     key = str(spec)
     path = Path(key)
     if not key.endswith((".yaml", ".yml")):
-        path = next((d / f"{key}.yaml" for d in config_dirs("eval") if (d / f"{key}.yaml").is_file()),
+        path = next((d / f"{key}.yaml" for d in config_dirs("eval") if is_file(d / f"{key}.yaml")),
                     Path(key))
-    if not path.is_file():
+    if not is_file(path):
         raise QsplitInputError(
-            f"suite: unknown suite {key!r}; known: {suite_names()} or a path to a .yaml file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise QsplitInputError(f"suite {path}: malformed YAML: {exc}".replace("\n", " ")) from None
+            f"suite: unknown suite {shown(key)}; known: {suite_names()} or a path to a .yaml file")
     where = f"suite {path.name}"
+    data = parse_yaml(read_text(path, "suite"), where)
     d = check_keys(where, data, _SUITE_REQUIRED, _SUITE_OPTIONAL)
     if d.get("format", SUITE_FORMAT) != SUITE_FORMAT:
-        raise QsplitInputError(f"{where}.format: expected {SUITE_FORMAT!r}, got {d['format']!r}")
+        raise QsplitInputError(f"{where}.format: expected {SUITE_FORMAT!r}, got {shown(d['format'])}")
     bits = check_bit_set(f"{where}.bits", d.get("bits", list(DEFAULT_BITS)))
     deciders = d.get("deciders", ["optimal", *BASELINES])
     if not isinstance(deciders, list) or not deciders or not all(isinstance(x, str) for x in deciders):
@@ -132,6 +146,7 @@ def load_suite(spec: str | Path) -> Suite:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise QsplitInputError(f"{where}.cases: case names must be distinct, repeated: {dup}")
-    return Suite(name=str(d["name"]), description=str(d.get("description", "")),
-                 model=str(d["model"]), profile=load_profile(str(d["model"])), bits=bits,
+    model = _text(f"{where}.model", d["model"])
+    return Suite(name=_text(f"{where}.name", d["name"]), description=str(d.get("description", "")),
+                 model=model, profile=load_profile(model), bits=bits,
                  deciders=tuple(deciders), cases=cases, path=str(path))

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ from agents.policy import Policy
 from leaderboard.claims import format_claim, measure_claims
 from leaderboard.records import column, group_by
 from leaderboard.suites import Suite
+from system.errors import QsplitInputError
 
 SUMMARY_FORMAT = "qsplit-eval-summary/1"
 #: summary.json fields that do not depend on the machine (decision times do).
@@ -91,6 +93,36 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {c['claim']} | {c['seed']} | {c['claimed']} | " + " | ".join(
             format_claim(c["measured"][d], c["unit"]) for d in subj) + " |")
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def _first_nonfinite(obj: object, where: str) -> str | None:
+    """Where in a JSON tree the first NaN or infinity is (None if there is none)."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else where
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        hit = _first_nonfinite(v, f"{where}.{k}" if isinstance(k, str) else f"{where}[{k}]")
+        if hit:
+            return hit
+    return None
+
+
+def summary_json(data: dict, where: str = "summary") -> str:
+    """``data`` as strict JSON text (no NaN or Infinity, which JSON does not have).
+
+    A mean of huge figures can overflow to inf; that is refused in one line naming it
+    rather than written as a file other JSON readers reject.
+    """
+    bad = _first_nonfinite(data, where)
+    if bad:
+        raise QsplitInputError(f"{bad}: not a finite number (the suite's figures overflow a "
+                               "double); narrow the suite's ranges")
+    return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
 
 def expected_figures(summary: dict) -> dict:

@@ -9,21 +9,64 @@ import argparse
 import importlib
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import profiling
+from system.errors import cli_main
 from system.profiles import ModelProfile, profile_from_dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = REPO_ROOT / "system" / "data" / "profiles"
 
 
+#: A profile name that is a plain file stem: it names ``<name>.json`` inside the output folder.
+_STEM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def check_profile_name(name: str, field: str = "--name") -> str:
+    """Refuse a name that is not a plain file stem (a path such as ``../../x`` would write
+    outside the output folder)."""
+    if not _STEM.fullmatch(name) or name.endswith("."):
+        raise ValueError(f"{field}: {name!r} is not a plain file stem (1-100 letters, digits, "
+                         "'_', '-' or '.', not starting with '.' and without '/')")
+    return name
+
+
+def load_weights(model: Any, path: str) -> None:
+    """Load a ``state_dict`` into ``model`` without unpickling anything (``weights_only``).
+
+    Whatever the file holds, the outcome is the weights loaded or one line saying why not.
+    """
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"--weights: no such file: {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"--weights: {path} is a folder, not a weights file") from None
+    except Exception as exc:
+        raise ValueError(f"--weights {path}: not a state_dict that torch.load(weights_only=True) "
+                         f"reads ({type(exc).__name__}); save one with "
+                         "torch.save(model.state_dict(), path)") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"--weights {path}: holds a {type(state).__name__}, not a state_dict "
+                         "(a dict of tensors)")
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ValueError(f"--weights {path}: does not fit the model: {why}") from None
+
+
 def write_profile(profile: ModelProfile, path: Path) -> Path:
     """Validate, then write a profile's JSON form (file name ``<name>.json`` in a directory)."""
     checked = profile_from_dict(profile.to_dict(), where=f"profile {profile.name}")
     if path.suffix != ".json":
+        check_profile_name(checked.name, "profile name")
         path = path / f"{checked.name}.json"
     checked.save(path)
     return path
@@ -59,14 +102,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from profiling.architectures import digits_activation_ratio
     from profiling.profiler import model_profile, profile_module
 
+    check_profile_name(args.name)
     factory = load_factory(args.model)
     kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--kwargs: expected a JSON object, got {args.kwargs!r}")
     model = factory(**kwargs)
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"{args.model} returned {type(model).__name__}, not a torch.nn.Module")
     if args.weights:
-        state = torch.load(args.weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        load_weights(model, args.weights)
     leaf_types = [load_factory(s) for s in args.leaf]
     prof = profile_module(model, args.input_shape, leaf_types=leaf_types)
     sens_w, prov_w = ss.weight_sensitivities(prof, hawq=False)
@@ -94,7 +139,7 @@ def _cmd_train_digits(args: argparse.Namespace) -> int:
     from profiling import digits
 
     record = digits.train_and_save(seed=args.seed)
-    print(json.dumps(record, indent=2))
+    print(json.dumps(record, indent=2, allow_nan=False))
     print(f"weights: {digits.WEIGHTS_PATH}")
     return 0
 
@@ -129,6 +174,7 @@ def _cmd_arch_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+@cli_main(errors=(ValueError,))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m profiling",
@@ -169,11 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_arch_profiles)
 
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,12 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error: torch's fx appends the traced graph and hints below it."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _module_of(gm: torch.fx.GraphModule, n: torch.fx.Node) -> nn.Module | None:
     return gm.get_submodule(str(n.target)) if n.op == "call_module" else None
 
@@ -154,7 +160,7 @@ def profile_module(
         except Exception as exc:
             raise ValueError(
                 f"input shape {list(shape)} does not fit {type(model).__name__}: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {_first_line(exc)}"
             ) from exc
         if not interp.is_tensor.get(out_arg, False):
             raise ValueError("no valid cut: the module's output is not a single tensor")

@@ -6,7 +6,14 @@ interpreter). ``Dispatcher.load()`` opens the committed default bundle (resnet18
 """
 
 from runtime.bundle import BUNDLE_FORMAT, QSPLIT_VERSION, Bundle, BundleError, load_bundle
-from runtime.dispatcher import FALLBACKS, PATHS, Decision, Dispatcher, default_bundle_path
+from runtime.dispatcher import (
+    FALLBACKS,
+    PATHS,
+    BatchItemError,
+    Decision,
+    Dispatcher,
+    default_bundle_path,
+)
 
-__all__ = ["BUNDLE_FORMAT", "FALLBACKS", "PATHS", "QSPLIT_VERSION", "Bundle", "BundleError",
-           "Decision", "Dispatcher", "default_bundle_path", "load_bundle"]
+__all__ = ["BUNDLE_FORMAT", "FALLBACKS", "PATHS", "QSPLIT_VERSION", "BatchItemError", "Bundle",
+           "BundleError", "Decision", "Dispatcher", "default_bundle_path", "load_bundle"]

@@ -1,23 +1,25 @@
 """Policy bundles: the folder an exported policy travels in, written and verified with numpy alone.
 
-A bundle is a folder of three (or four) files::
+A bundle is a folder of three (or four, or five) files::
 
-    contract.json   what the weights mean: observation features and their normalisation,
-                    action layout and bit set, action masking, the model profile and its
-                    hash, env id and version, qsplit version, the network's layer list
+    contract.json   what the weights mean: observation features, their normalisation and
+                    training support, action layout and bit set, action masking, the model
+                    profile and its hash, env id and version, qsplit version, the layer list
     weights.npz     the actor network's float32 arrays (read with ``allow_pickle=False``)
     policy.onnx     optional, the same actor as ONNX (not used by the runtime)
     SHA256SUMS      ``<sha256>  <file>`` for every other file, sorted by name
+    SHA256SUMS.sig  optional, its Ed25519 signature (:mod:`runtime.signing`)
 
 :func:`load_bundle` refuses, with a :class:`BundleError` naming the bundle and the reason,
 a bundle that is not exactly this: a missing or unlisted file, a checksum that does not
-match (one changed byte anywhere), another bundle format, a qsplit major.minor or env
-version this runtime does not speak, a profile whose hash differs from the recorded one,
-arrays of the wrong shape, dtype or with non-finite values. Nothing is unpickled: the
-contract is JSON and the arrays are ``.npz`` read with ``allow_pickle=False``.
+match, a missing or wrong signature when a public key is configured, another bundle format,
+a qsplit major.minor or env version this runtime does not speak, a contract field of the
+wrong type or range, a profile whose hash differs from the recorded one, arrays whose
+declared shape or dtype differs from the contract's (checked in the headers before anything
+is allocated, :mod:`runtime.weights`) or with non-finite values. Nothing is unpickled.
 
-:func:`write_bundle` writes into a temporary sibling folder and renames it into place, so a
-reader never sees half a bundle (a previous bundle at the same path is replaced).
+:func:`write_bundle` fills a new folder beside the target and switches it into place in one
+step (:func:`system.atomic.publish_folder`); it replaces only a bundle, and only when told.
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ import json
 import os
 import re
 import shutil
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from runtime.signing import SIG_FILE, check_signature
+from runtime.support import parse_support
+from runtime.weights import WeightsError, check_shape, read_arrays, read_headers
 from system.atomic import npz_bytes as _npz_bytes
+from system.atomic import publish_folder, staging_folder
 from system.codec import ActionCodec, ObservationEncoder
 from system.errors import QsplitInputError, check_keys
+from system.loaders import parse_json, read_text
 from system.profiles import ModelProfile, profile_from_dict
 
 BUNDLE_FORMAT = "qsplit-policy-bundle/1"
@@ -99,6 +104,8 @@ class Bundle:
     hidden: tuple[Layer, ...]      # the policy MLP (mlp_extractor.policy_net)
     action: Layer                  # action_net: logits of every head, concatenated
     masking: str                   # "none" or "feasible_options" (MaskablePPO's env masks)
+    #: (min, max) of each unclipped feature over the training population; None: not recorded
+    support: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @property
     def model(self) -> str:
@@ -136,47 +143,75 @@ def contract_text(contract: dict) -> str:
     return json.dumps(contract, indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
+def is_bundle(path: str | Path) -> bool:
+    """Whether ``path`` is a bundle folder (by its layout, whether intact or not): it holds
+    ``SHA256SUMS`` listing the contract and weights and no file it does not list. What may be
+    replaced by a new bundle without losing a user's files."""
+    p = Path(path)
+    try:
+        if not p.is_dir():
+            return False
+        sums = _read_sums(p, "")
+        present = {e.name for e in p.iterdir()} - {SUMS_FILE, SIG_FILE}
+    except (BundleError, OSError):
+        return False
+    return {CONTRACT_FILE, WEIGHTS_FILE} <= set(sums) and present <= set(sums)
+
+
+def check_out_path(out_dir: str | Path, *, force: bool = False) -> Path:
+    """Refuse, before any work, an output path a bundle may not go to (one line): a path
+    under a file, an existing file or folder that is not a bundle, or a bundle without
+    ``force``."""
+    out = Path(out_dir).absolute()
+    for parent in out.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise BundleError(f"--out {out_dir}: {parent} is not a folder")
+            break
+    if out.exists() or out.is_symlink():
+        if not is_bundle(out):
+            raise BundleError(f"--out {out_dir}: exists and is not a bundle (refusing to replace "
+                              "it; choose another path)")
+        if not force:
+            raise BundleError(f"--out {out_dir}: a bundle is already there (pass --force to "
+                              "replace it)")
+    return out
+
+
 def write_bundle(out_dir: str | Path, contract: dict, arrays: dict[str, np.ndarray],
-                 extra_files: dict[str, bytes] | None = None) -> Path:
-    """Write a bundle atomically: a temp folder beside ``out_dir``, then a rename.
+                 extra_files: dict[str, bytes] | None = None, *, force: bool = False) -> Path:
+    """Write a bundle atomically (:func:`system.atomic.publish_folder`): a new folder beside
+    ``out_dir``, verified by :func:`load_bundle`, then switched into place in one step.
 
     ``contract`` is written as given (build it with :func:`make_contract`); its ``files``
-    entry is filled in here. The new bundle is verified by :func:`load_bundle` before it
-    replaces anything at ``out_dir``.
+    entry is filled in here. An existing ``out_dir`` is replaced only if it is a bundle and
+    ``force`` is set (:func:`check_out_path`); on any failure it is left as it was.
     """
-    out = Path(out_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_out_path(out_dir, force=force)
     files: dict[str, bytes] = {WEIGHTS_FILE: npz_bytes(arrays), **(extra_files or {})}
     contract = {**contract, "files": sorted([CONTRACT_FILE, *files])}
     files[CONTRACT_FILE] = contract_text(contract).encode("utf-8")
     sums = "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n" for n in sorted(files))
     files[SUMS_FILE] = sums.encode("ascii")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = staging_folder(out)
     try:
         for name, data in files.items():
             with open(tmp / name, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        os.chmod(tmp, 0o755)
-        load_bundle(tmp)                      # never put an unloadable bundle in place
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        load_bundle(tmp, public_key=False)     # never put an unloadable bundle in place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
+    return publish_folder(tmp, out, replace=lambda p: force and is_bundle(p), what="bundle")
 
 
 def make_contract(*, profile: ModelProfile, encoder: ObservationEncoder, codec: ActionCodec,
                   hidden: list[tuple[str, str, str]], action: tuple[str, str],
                   masking: str = "none", env_id: str = "QuantSplit-v0",
-                  env_kwargs: dict | None = None, source: dict | None = None) -> dict:
+                  env_kwargs: dict | None = None, source: dict | None = None,
+                  support: dict | None = None) -> dict:
     """The contract of a bundle whose arrays are named in ``hidden`` and ``action``.
 
     ``hidden`` lists (weight array, bias array, activation) per layer of the policy MLP;
@@ -194,7 +229,8 @@ def make_contract(*, profile: ModelProfile, encoder: ObservationEncoder, codec: 
         "profile": profile.to_dict(),
         "observation": {"encoder": encoder.to_json(), "n_features": encoder.n_features,
                         "names": encoder.names, "dtype": "float32",
-                        "normalization": {"kind": "none"}},
+                        "normalization": {"kind": "none"},
+                        **({"support": support} if support is not None else {})},
         "action": {"codec": codec.to_json(), "bits": list(codec.bits),
                    "nvec": codec.nvec.tolist(), "masking": masking,
                    "decode": "argmax of each head's logits (first index on ties), among the "
@@ -214,9 +250,9 @@ def _read_sums(path: Path, where: str) -> dict[str, str]:
     if not sums_path.is_file():
         raise BundleError(f"{where}: missing file {SUMS_FILE}")
     try:
-        text = sums_path.read_bytes().decode("ascii")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{where}: {SUMS_FILE} is unreadable ({exc})") from None
+        text = read_text(sums_path, "bundle")
+    except QsplitInputError as exc:
+        raise BundleError(str(exc)) from None
     sums: dict[str, str] = {}
     lines = text.split("\n")
     if not text.endswith("\n") or lines[-1] != "":
@@ -229,18 +265,25 @@ def _read_sums(path: Path, where: str) -> dict[str, str]:
     return sums
 
 
-def verify_files(path: str | Path) -> dict[str, str]:
-    """Check the folder against its SHA256SUMS: no missing, extra or changed file."""
+def verify_files(path: str | Path, public_key: str | Path | bool | None = None) -> dict[str, str]:
+    """Check the folder against its SHA256SUMS (no missing, extra or changed file) and, when
+    a public key is configured (``public_key``, else ``$QSPLIT_BUNDLE_PUBKEY``; ``False``:
+    none), the signature of SHA256SUMS (:mod:`runtime.signing`)."""
     p = Path(path)
     where = f"bundle {p}"
     if not p.is_dir():
         raise BundleError(f"{where}: not a folder (expected {CONTRACT_FILE}, {WEIGHTS_FILE}, "
                           f"{SUMS_FILE})")
     sums = _read_sums(p, where)
+    if public_key is not False:
+        try:
+            check_signature(p, (p / SUMS_FILE).read_bytes(), public_key or None, where)
+        except QsplitInputError as exc:
+            raise BundleError(str(exc)) from None
     for need in (CONTRACT_FILE, WEIGHTS_FILE):
         if need not in sums:
             raise BundleError(f"{where}: {SUMS_FILE} does not list {need}")
-    present = {e.name for e in p.iterdir()} - {SUMS_FILE}
+    present = {e.name for e in p.iterdir()} - {SUMS_FILE, SIG_FILE}
     missing = sorted(set(sums) - present)
     if missing:
         raise BundleError(f"{where}: missing file(s) {missing}")
@@ -266,9 +309,9 @@ def _check_versions(c: dict, where: str) -> None:
         raise BundleError(f"{where}: made by qsplit {c['qsplit_version']!r}, this runtime is "
                           f"qsplit {QSPLIT_VERSION} (major.minor must match; re-export it)")
     env = check_keys(f"{where}: env", c["env"], ["id", "version"], ["invalid_action", "kwargs"])
-    if env["id"] not in SUPPORTED_ENVS:
+    if not isinstance(env["id"], str) or env["id"] not in SUPPORTED_ENVS:
         raise BundleError(f"{where}: env id {env['id']!r} is not one of {sorted(SUPPORTED_ENVS)}")
-    if env["version"] != SUPPORTED_ENVS[env["id"]]:
+    if type(env["version"]) is not int or env["version"] != SUPPORTED_ENVS[env["id"]]:
         raise BundleError(f"{where}: env {env['id']} version {env['version']!r} differs from "
                           f"this runtime's {SUPPORTED_ENVS[env['id']]}")
     if env.get("invalid_action", "repair") != "repair":
@@ -276,36 +319,16 @@ def _check_versions(c: dict, where: str) -> None:
                           "always repairs exactly as the env does)")
 
 
-def _array(z: dict[str, np.ndarray], name: object, shape: tuple[int, ...], where: str) -> np.ndarray:
-    if not isinstance(name, str) or name not in z:
-        raise BundleError(f"{where}: {WEIGHTS_FILE} has no array {name!r}")
-    a = z[name]
-    if a.dtype != np.float32:
-        raise BundleError(f"{where}: array {name!r} has dtype {a.dtype}, expected float32")
-    if a.shape != shape:
-        raise BundleError(f"{where}: array {name!r} has shape {a.shape}, expected {shape}")
-    if not np.all(np.isfinite(a)):
-        raise BundleError(f"{where}: array {name!r} has non-finite values")
-    return a
-
-
-def _read_arrays(path: Path, where: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path / WEIGHTS_FILE, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise BundleError(f"{where}: {WEIGHTS_FILE} is unreadable ({exc})") from None
-
-
-def load_bundle(path: str | Path) -> Bundle:
-    """Verify and read a bundle (see the module docstring for what is refused)."""
+def load_bundle(path: str | Path, public_key: str | Path | bool | None = None) -> Bundle:
+    """Verify and read a bundle (see the module docstring for what is refused); the
+    signature is checked as :func:`verify_files` says."""
     p = Path(path)
     where = f"bundle {p}"
-    verify_files(p)
+    verify_files(p, public_key)
     try:
-        c = json.loads((p / CONTRACT_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{where}: {CONTRACT_FILE} is not valid JSON ({exc})") from None
+        c = parse_json(read_text(p / CONTRACT_FILE, "bundle"), f"{where}: {CONTRACT_FILE}")
+    except QsplitInputError as exc:
+        raise BundleError(str(exc)) from None
     try:
         check_keys(f"{where}: contract", c, _CONTRACT_KEYS, _CONTRACT_OPTIONAL)
         _check_versions(c, where)
@@ -317,8 +340,9 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(f"{where}: model {c['model']!r} differs from the profile's name "
                               f"{profile.name!r}")
         obs = check_keys(f"{where}: observation", c["observation"], ["encoder", "normalization"],
-                         ["n_features", "names", "dtype"])
+                         ["n_features", "names", "dtype", "support"])
         encoder = ObservationEncoder.from_json(obs["encoder"])
+        support = parse_support(obs, encoder.n_features)
         norm = check_keys(f"{where}: observation.normalization", obs["normalization"], ["kind"])
         if norm["kind"] not in NORMALIZATIONS:
             raise BundleError(f"{where}: observation normalization {norm['kind']!r} is not one "
@@ -338,30 +362,35 @@ def load_bundle(path: str | Path) -> Bundle:
                          ["dtype"])
         if pol["kind"] != "mlp" or not isinstance(pol["layers"], list):
             raise BundleError(f"{where}: policy.kind must be 'mlp' with a list of layers")
-        z = _read_arrays(p, where)
-        hidden = []
-        n_in = encoder.n_features
-        for i, ld in enumerate(pol["layers"]):
-            lw = f"{where}: policy.layers[{i}]"
-            check_keys(lw, ld, ["weight", "bias", "activation"])
-            if ld["activation"] not in ACTIVATIONS:
-                raise BundleError(f"{lw}.activation: {ld['activation']!r} is not one of "
-                                  f"{list(ACTIVATIONS)}")
-            w = z.get(ld["weight"]) if isinstance(ld["weight"], str) else None
-            if w is not None and w.ndim != 2:
-                raise BundleError(f"{lw}: array {ld['weight']!r} is not a matrix ({w.shape})")
-            n_out = w.shape[0] if w is not None else 0
-            hidden.append(Layer(_array(z, ld["weight"], (n_out, n_in), lw),
-                                _array(z, ld["bias"], (n_out,), lw), ld["activation"]))
-            n_in = n_out
-        an = check_keys(f"{where}: policy.action_net", pol["action_net"], ["weight", "bias"])
-        n_out = int(codec.nvec.sum())
-        action = Layer(_array(z, an["weight"], (n_out, n_in), f"{where}: action_net"),
-                       _array(z, an["bias"], (n_out,), f"{where}: action_net"), "identity")
+        try:
+            h = read_headers(p / WEIGHTS_FILE)
+            names: list[tuple[str, str, str, str]] = []
+            n_in = encoder.n_features
+            for i, ld in enumerate(pol["layers"]):
+                lw = f"policy.layers[{i}]"
+                check_keys(lw, ld, ["weight", "bias", "activation"])
+                if ld["activation"] not in ACTIVATIONS:
+                    raise BundleError(f"{where}: {lw}.activation: {str(ld['activation'])[:40]!r} "
+                                      f"is not one of {list(ACTIVATIONS)}")
+                w = h.get(ld["weight"]) if isinstance(ld["weight"], str) else None
+                n_out = w.shape[0] if w is not None else 0
+                names.append((check_shape(h, ld["weight"], (n_out, n_in), lw),
+                              check_shape(h, ld["bias"], (n_out,), lw), ld["activation"], lw))
+                n_in = n_out
+            an = check_keys("policy.action_net", pol["action_net"], ["weight", "bias"])
+            n_out = int(codec.nvec.sum())
+            names.append((check_shape(h, an["weight"], (n_out, n_in), "action_net"),
+                          check_shape(h, an["bias"], (n_out,), "action_net"), "identity",
+                          "action_net"))
+            z = read_arrays(p / WEIGHTS_FILE, sorted({n for t in names for n in t[:2]}))
+        except WeightsError as exc:
+            raise BundleError(f"{where}: {WEIGHTS_FILE}: {exc}") from None
+        layers = [Layer(z[w], z[b], a) for w, b, a, _ in names]
+        hidden, action = layers[:-1], layers[-1]
     except BundleError:
         raise
     except QsplitInputError as exc:
         raise BundleError(f"{where}: {exc}" if not str(exc).startswith(where) else str(exc)) \
             from None
     return Bundle(path=p, contract=c, profile=profile, encoder=encoder, codec=codec,
-                  hidden=tuple(hidden), action=action, masking=act["masking"])
+                  hidden=tuple(hidden), action=action, masking=act["masking"], support=support)

@@ -9,18 +9,28 @@ always agree; against torch the tests find no difference on 10,000 requests.
 The guard recomputes the plan's drop from the profile's accuracy model
 (:func:`system.cost.drop_sum_pp`, the repair's own sum) and, when it exceeds the budget,
 does exactly what ``QuantSplit-v0``'s step does: :func:`system.repair.repair_indices`. So
-every plan returned is within budget, and equal to SB3's ``predict(deterministic=True)``
-followed by the env's repair. Options:
+every plan returned is within budget. Options:
 
-* ``fallback="infeasible"``: an infeasible policy plan goes to the exact optimizer
-  (:func:`system.optimal.solve`) instead of the repair; ``"out_of_range"`` also sends a
-  request whose features fall outside the encoder's range (clipped: the policy never saw
-  such a request) to it. ``"none"`` (default) is the env's behaviour.
+* ``fallback="out_of_range"`` (default): a request with a feature outside the policy's
+  training support (:mod:`runtime.support`; a bundle without one: a clipped feature) goes
+  to the exact optimizer (:func:`system.optimal.solve`, a few hundred microseconds), where
+  the policy's plan means little; ``"infeasible"`` sends an infeasible policy plan there
+  instead of repairing it; ``"none"``: neither. Any other infeasible plan is repaired as
+  the env does.
 * ``refine=True``: a search with the cost model around the guarded plan (a Lagrangian
   sweep over the cuts, then a local search over neighbouring bit widths and cuts,
   :mod:`runtime.refine`); never worse, never infeasible, a few hundred microseconds.
+* ``trivial_guard=True`` (default): the plan returned is the cheaper of the above and the
+  best fixed plan within the budget (:mod:`runtime.trivial`: every cut at fp32, 16 and 8
+  bits), so no decision costs more than the best trivial plan.
 
-``Decision.path`` says what decided: ``policy``, ``repaired``, ``fallback`` or ``refined``.
+``fallback="none", trivial_guard=False`` is exactly SB3's ``predict(deterministic=True)``
+followed by the env's repair. ``Decision.path`` says what decided: ``policy``,
+``repaired``, ``fallback``, ``refined`` or ``trivial``.
+
+:meth:`Dispatcher.decide_batch` answers each item on its own: a bad item gets a
+:class:`BatchItemError` in its place (naming ``request[i]``), the others their plans; a
+batch of valid requests is a list of plans, as one-at-a-time decisions give.
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ from runtime import features as rf
 from runtime.bundle import Bundle, BundleError, load_bundle
 from runtime.policy import Action, MaskTable, PolicyNet, near_tie
 from runtime.refine import refine as refine_plan
+from runtime.support import SupportCheck
+from runtime.trivial import TrivialPlans
 from system.accuracy import drop_limit_pp
 from system.cost import drop_sum_pp, drop_sums_pp, drop_tables, plan_report, unit_tables
 from system.errors import QsplitInputError
@@ -45,7 +57,7 @@ from system.plan import NO_ACT_BITS, Plan
 from system.repair import repair_indices
 from system.request import Request
 
-PATHS = ("policy", "repaired", "fallback", "refined")
+PATHS = ("policy", "repaired", "fallback", "refined", "trivial")
 FALLBACKS = ("none", "infeasible", "out_of_range")
 DEFAULT_MODEL = "resnet18"
 
@@ -58,10 +70,18 @@ class Decision:
     """A plan and how it was reached."""
 
     plan: Plan
-    path: str                 # policy | repaired | fallback | refined
+    path: str                 # policy | repaired | fallback | refined | trivial
     drop_pp: float            # the guard's drop of ``plan`` (system.cost.drop_sum_pp)
     policy_plan: Plan         # what the network said, before the guard
-    out_of_range: bool        # a feature was clipped: the request is outside the trained range
+    out_of_range: bool        # a feature lies outside the policy's training support
+
+
+class BatchItemError(QsplitInputError):
+    """The answer to a bad item of a batch: what was wrong with ``request[index]``."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class Guarded(NamedTuple):
@@ -80,12 +100,12 @@ def bundles_root() -> Path:
 def default_bundle_path(model: str = DEFAULT_MODEL) -> Path:
     """The committed default bundle of a shipped model."""
     root = bundles_root()
-    p = root / model
-    if not (p / "contract.json").is_file():
-        known = sorted(d.name for d in root.iterdir() if (d / "contract.json").is_file()) \
-            if root.is_dir() else []
-        raise BundleError(f"model: no committed bundle for {model!r}; known: {known}")
-    return p
+    known = sorted(d.name for d in root.iterdir() if (d / "contract.json").is_file()) \
+        if root.is_dir() else []
+    if model not in known:
+        raise BundleError(f"model: no committed bundle for {str(model)[:80]!r} (a shipped model's "
+                          f"name, not a path); known: {known}")
+    return root / model
 
 
 def _as_request(source: Source) -> Request:
@@ -99,36 +119,48 @@ def _budget_pp(source: Source) -> float:
 class Dispatcher:
     """Decides plans from an exported policy bundle (see the module docstring)."""
 
-    def __init__(self, bundle: Bundle, *, fallback: str = "none", refine: bool = False,
-                 cut_radius: int = 1) -> None:
-        if fallback not in FALLBACKS:
-            raise QsplitInputError(f"fallback: {fallback!r} is not one of {list(FALLBACKS)}")
+    def __init__(self, bundle: Bundle, *, fallback: str = "out_of_range", refine: bool = False,
+                 cut_radius: int = 1, trivial_guard: bool = True) -> None:
+        if not isinstance(fallback, str) or fallback not in FALLBACKS:
+            raise QsplitInputError(f"fallback: {str(fallback)[:40]!r} is not one of {list(FALLBACKS)}")
+        for name, flag in (("refine", refine), ("trivial_guard", trivial_guard)):
+            if not isinstance(flag, bool):
+                raise QsplitInputError(f"{name}: expected true or false, got {str(flag)[:40]!r}")
+        if isinstance(cut_radius, bool) or not isinstance(cut_radius, int) \
+                or not 0 <= cut_radius <= bundle.profile.n_units:
+            raise QsplitInputError(f"cut_radius: {str(cut_radius)[:40]} is not a whole number of "
+                                   f"units in [0, {bundle.profile.n_units}]")
         self.bundle = bundle
         self.profile = bundle.profile
         self.encoder = bundle.encoder
         self.codec = bundle.codec
         self.bits = bundle.codec.bits
         self.fallback = fallback
-        self.refine = bool(refine)
-        self.cut_radius = int(cut_radius)
-        self._plain = fallback == "none" and not self.refine     # the fast path applies
+        self.refine = refine
+        self.cut_radius = cut_radius
+        self._plain = fallback != "out_of_range" and not refine    # the fast path applies
+        self.support = SupportCheck(bundle.support, bundle.encoder)
         self.L, self.K = self.profile.n_units, len(self.bits)
         self.net = PolicyNet(bundle)
         self._forward, self._decode = self.net.forward, self.net.decode   # bound once: per request
         self._features_of_tuple = rf.feature_function(self.encoder)
         self._features_of_request = rf.feature_function(self.encoder, source="request")
-        self._clip = float(self.encoder.clip)
         self._weight_drops, self._act_drops = drop_tables(self.profile, self.bits)
         self._weight_drop_rows: list[list[float]] = self._weight_drops.tolist()
         self._act_drop_rows: list[list[float]] = self._act_drops.tolist()
         self.mask = MaskTable(bundle, self._weight_drops, self._act_drops, self.net.n_logits)
+        self.trivial = TrivialPlans(self.profile, self.bits, self._weight_drop_rows,
+                                    self._act_drop_rows) if trivial_guard else None
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, model: str = DEFAULT_MODEL,
-             fallback: str = "none", refine: bool = False, cut_radius: int = 1) -> Dispatcher:
-        """Verify and load a bundle folder (default: the committed bundle of ``model``)."""
+             fallback: str = "out_of_range", refine: bool = False, cut_radius: int = 1,
+             trivial_guard: bool = True, public_key: str | Path | None = None) -> Dispatcher:
+        """Verify and load a bundle folder (default: the committed bundle of ``model``);
+        ``public_key`` (or ``$QSPLIT_BUNDLE_PUBKEY``): require its signature."""
         p = Path(path) if path is not None else default_bundle_path(model)
-        return cls(load_bundle(p), fallback=fallback, refine=refine, cut_radius=cut_radius)
+        return cls(load_bundle(p, public_key), fallback=fallback, refine=refine,
+                   cut_radius=cut_radius, trivial_guard=trivial_guard)
 
     # ------------------------------------------------------------------ single request
 
@@ -156,8 +188,15 @@ class Dispatcher:
         return action
 
     def _out_of_range(self, features: list[float]) -> bool:
-        """A feature was clipped: the request lies outside the range the policy was trained on."""
-        return self._clip in features or -self._clip in features
+        """A feature lies outside the policy's training support (:mod:`runtime.support`)."""
+        return self.support.outside(features)
+
+    def _floor(self, source: Source, action: Action, limit_pp: float) -> Action | None:
+        """The best fixed plan where it is cheaper than ``action`` (:mod:`runtime.trivial`)."""
+        if self.trivial is None:
+            return None
+        t = source if isinstance(source, tuple) else rf.from_request(source)
+        return self.trivial.floor(t, action, limit_pp)
 
     def _drop(self, action: Action) -> float:
         """The drop of an action, summed as the repair sums it."""
@@ -179,14 +218,15 @@ class Dispatcher:
         eps = _budget_pp(source)
         drop = self._drop(action)
         infeasible = drop > drop_limit_pp(eps)
-        to_optimizer = infeasible or (out_of_range and self.fallback == "out_of_range")
-        if not to_optimizer and not self.refine:
+        to_optimizer = (infeasible and self.fallback == "infeasible") or \
+            (out_of_range and self.fallback == "out_of_range")
+        if not to_optimizer and not infeasible and not self.refine:
             return Guarded(action, "policy", drop)
         with np.errstate(all="ignore"):      # extreme requests: inf costs are handled
             req = _as_request(source)
             tables = unit_tables(self.profile, req, self.bits)
             path = "policy"
-            if to_optimizer and self.fallback != "none":
+            if to_optimizer:
                 action = self._index(solve(self.profile, req, self.bits, tables=tables).plan)
                 path = "fallback"
             elif infeasible:
@@ -211,16 +251,22 @@ class Dispatcher:
             features = self._features_of_tuple(source)
         limit = drop_limit_pp(eps)
         action = self._policy(features, limit)
-        if self._plain and self._drop(action) <= limit:
-            return self._plan(action)
-        return self._plan(self._guard(source, action, self._out_of_range(features)).action)
+        if not (self._plain and self._drop(action) <= limit):
+            oor = self.fallback == "out_of_range" and self._out_of_range(features)
+            action = self._guard(source, action, oor).action
+        floor = self._floor(source, action, limit)
+        return self._plan(floor if floor is not None else action)
 
     def decide_detailed(self, request: Request | Mapping[str, object]) -> Decision:
         """The plan with the path that decided it, its drop and the network's own plan."""
         source, features = self._intake(request)
-        action = self._policy(features, drop_limit_pp(_budget_pp(source)))
+        limit = drop_limit_pp(_budget_pp(source))
+        action = self._policy(features, limit)
         out_of_range = self._out_of_range(features)
         g = self._guard(source, action, out_of_range)
+        floor = self._floor(source, g.action, limit)
+        if floor is not None:
+            g = Guarded(floor, "trivial", self._drop(floor))
         return Decision(plan=self._plan(g.action), path=g.path, drop_pp=g.drop_pp,
                         policy_plan=self._plan(action), out_of_range=out_of_range)
 
@@ -239,15 +285,28 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ batches
 
-    def decide_batch(self, requests: Sequence[Request | Mapping[str, object]]) -> list[Plan]:
-        """Plans for many requests: one vectorised forward pass, the guard per row as above."""
-        sources: list[Source] = [r if isinstance(r, Request) else rf.from_mapping(r, f"request[{i}]")
-                                 for i, r in enumerate(requests)]
-        if not sources:
-            return []
-        rows = [rf.from_request(s) if isinstance(s, Request) else s for s in sources]
-        cuts, w_idx, act_idx, _ = self._batch(rows, sources)
-        return [self._plan((p, w_idx[i][:p], int(act_idx[i]))) for i, p in enumerate(cuts.tolist())]
+    def decide_batch(self, requests: Sequence[Request | Mapping[str, object]]
+                     ) -> list[Plan | BatchItemError]:
+        """Plans for many requests: one vectorised forward pass, the guard per row as above.
+
+        Each item is answered on its own: a plan, or for an item that is not a valid request
+        a :class:`BatchItemError` naming ``request[i]`` (never raised). All valid: all plans.
+        """
+        out: list[Plan | BatchItemError | None] = [None] * len(requests)
+        sources: list[Source] = []
+        where: list[int] = []
+        for i, r in enumerate(requests):
+            try:
+                sources.append(r if isinstance(r, Request) else rf.from_mapping(r, f"request[{i}]"))
+                where.append(i)
+            except QsplitInputError as exc:
+                out[i] = BatchItemError(i, str(exc))
+        if sources:
+            rows = [rf.from_request(s) if isinstance(s, Request) else s for s in sources]
+            cuts, w_idx, act_idx, _ = self._batch(rows, sources)
+            for j, p in enumerate(cuts.tolist()):
+                out[where[j]] = self._plan((p, w_idx[j][:p], int(act_idx[j])))
+        return out  # type: ignore[return-value]
 
     def decide_arrays(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray,
                                                                       np.ndarray, np.ndarray]:
@@ -291,7 +350,7 @@ class Dispatcher:
         w_idx = np.where(on, w_idx, k32)
         drop = drop_sums_pp(np.where(on, self._weight_drops[np.arange(L)[None, :], w_idx], 0.0),
                             self._act_drops[cuts, act_idx])
-        out_of_range = np.any(np.abs(obs) >= np.float32(self._clip), axis=1)
+        out_of_range = self.support.outside_batch(obs)
         # rows the guard must look at one by one: over budget, out of range with that
         # fallback, or refined
         slow = drop > limit
@@ -308,7 +367,16 @@ class Dispatcher:
             w_idx[i] = k32
             w_idx[i, :p] = w
             paths[i] = PATHS.index(path)
+        if self.trivial is not None:
+            limits = limit.tolist()
+            for i, p in enumerate(cuts.tolist()):
+                floor = self._floor(rows[i], (p, w_idx[i, :p].tolist(), int(act_idx[i])), limits[i])
+                if floor is not None:
+                    p, w, a = floor
+                    cuts[i], act_idx[i], w_idx[i] = p, a, k32
+                    w_idx[i, :p] = w
+                    paths[i] = PATHS.index("trivial")
         return cuts, w_idx, act_idx, paths
 
 
-__all__ = ["FALLBACKS", "PATHS", "Decision", "Dispatcher", "default_bundle_path"]
+__all__ = ["FALLBACKS", "PATHS", "BatchItemError", "Decision", "Dispatcher", "default_bundle_path"]

@@ -150,6 +150,10 @@ def rows_from_arrays(arrays: Mapping[str, np.ndarray]) -> list[tuple[float, ...]
     """Validate request arrays field by field (errors name the field and the first bad row)."""
     if not isinstance(arrays, Mapping):
         raise QsplitInputError("requests: expected a mapping of field -> array")
+    if not _ALLOWED.issuperset(arrays):
+        unknown = sorted(str(k) for k in set(arrays) - _ALLOWED)
+        raise QsplitInputError(f"requests: unknown key(s) {unknown}; allowed keys are "
+                               f"{sorted(_ALLOWED)}")
     n = None
     cols: list[np.ndarray | None] = []
     for f in REQUEST_FIELDS:

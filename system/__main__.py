@@ -12,7 +12,7 @@ import sys
 
 from system.baselines import DECIDERS
 from system.cost import plan_report
-from system.errors import QsplitInputError
+from system.errors import cli_main
 from system.hardware import catalog_entries
 from system.profiles import builtin_profile_names, load_profile
 from system.request import REQUEST_JSON_FIELDS, load_request_file
@@ -24,32 +24,28 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="decide one request and print the plan as JSON")
     pl.add_argument("--profile", required=True,
                     help=f"profile JSON file or shipped name ({', '.join(builtin_profile_names())})")
-    pl.add_argument("--request", required=True, help="request JSON file (see `request-fields`)")
+    pl.add_argument("--request", required=True,
+                    help="request JSON file, or - for standard input (see `request-fields`)")
     pl.add_argument("--decider", default="optimal", choices=sorted(DECIDERS))
     sub.add_parser("catalog", help="list the device and server catalog with sources")
     sub.add_parser("request-fields", help="list the request JSON fields with units")
     return ap
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
-    try:
-        if args.cmd == "plan":
-            profile = load_profile(args.profile)
-            req = load_request_file(args.request)
-            plan = DECIDERS[args.decider](profile, req)
-            out = {"decider": args.decider, "profile": profile.name,
-                   **plan_report(profile, req, plan)}
-            print(json.dumps(out, indent=1))
-        elif args.cmd == "catalog":
-            cat = {kind: catalog_entries(kind) for kind in ("devices", "servers")}
-            print(json.dumps(cat, indent=1))
-        else:
-            print(json.dumps(REQUEST_JSON_FIELDS, indent=1))
-    except QsplitInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.cmd == "plan":
+        profile = load_profile(args.profile)
+        req = load_request_file(args.request)
+        plan = DECIDERS[args.decider](profile, req)
+        out = {"decider": args.decider, "profile": profile.name, **plan_report(profile, req, plan)}
+        print(json.dumps(out, indent=1))
+    elif args.cmd == "catalog":
+        print(json.dumps({kind: catalog_entries(kind) for kind in ("devices", "servers")}, indent=1))
+    else:
+        print(json.dumps(REQUEST_JSON_FIELDS, indent=1))
     return 0
 
 

@@ -41,6 +41,8 @@ from system.plan import Plan
 from system.request import Request, request_arrays
 
 ENCODER_FORMAT = "qsplit-obs-encoder/1"
+#: Most units a codec describes (the largest shipped profile has a few dozen).
+MAX_UNITS = 10_000
 CODEC_FORMAT = "qsplit-action-codec/1"
 
 #: The request's observed fields, as named quantities (a speedup per kernel width below 32).
@@ -90,10 +92,10 @@ class Feature:
     shift: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.quantity not in QUANTITIES:
+        if not isinstance(self.quantity, str) or self.quantity not in QUANTITIES:
             raise QsplitInputError(
                 f"feature.quantity: {self.quantity!r} is not one of {sorted(QUANTITIES)}")
-        if self.transform not in TRANSFORMS:
+        if not isinstance(self.transform, str) or self.transform not in TRANSFORMS:
             raise QsplitInputError(
                 f"feature {self.quantity}.transform: {self.transform!r} is not one of "
                 f"{list(TRANSFORMS)}")
@@ -151,8 +153,8 @@ class ObservationEncoder:
         """The quantity each entry of the observation reads."""
         return [f.quantity for f in self.features]
 
-    def encode_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        """Features of N requests given as :func:`request_arrays` output, (N, F) float32."""
+    def unclipped_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Features of N requests before the clip, (N, F) float64: where a population lies."""
         base = base_quantity_arrays(arrays)
         cols = []
         for f in self.features:
@@ -160,8 +162,11 @@ class ObservationEncoder:
             if f.transform == "log10":
                 x = np.log10(x)
             cols.append((x - f.center) / f.scale)
-        out = np.clip(np.stack(cols, axis=1), -self.clip, self.clip)
-        return out.astype(np.float32)
+        return np.stack(cols, axis=1)
+
+    def encode_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Features of N requests given as :func:`request_arrays` output, (N, F) float32."""
+        return np.clip(self.unclipped_arrays(arrays), -self.clip, self.clip).astype(np.float32)
 
     def encode_batch(self, requests: Sequence[Request]) -> np.ndarray:
         """Features of many requests, (N, F) float32."""
@@ -191,7 +196,9 @@ class ObservationEncoder:
             check_keys(f"encoder.features[{i}]", fd, ["quantity"],
                        ["transform", "center", "scale", "shift"])
             feats.append(Feature(**fd))
-        return cls(features=tuple(feats), clip=float(d.get("clip", 5.0)))
+        clip = d.get("clip", 5.0)
+        check_finite("encoder.clip", clip, lo=0.0, lo_open=True)
+        return cls(features=tuple(feats), clip=float(clip))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -291,8 +298,11 @@ class ActionCodec:
         d = check_keys("codec", data, ["format", "n_units", "bits"], ["nvec", "layout"])
         if d["format"] != CODEC_FORMAT:
             raise QsplitInputError(f"codec.format: expected {CODEC_FORMAT!r}")
-        codec = cls(n_units=d["n_units"], bits=tuple(d["bits"]))
-        if "nvec" in d and list(d["nvec"]) != codec.nvec.tolist():
+        n = d["n_units"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_UNITS:
+            raise QsplitInputError(f"codec.n_units: {str(n)[:40]} is not an integer in [1, {MAX_UNITS}]")
+        codec = cls(n_units=n, bits=check_bit_set("codec.bits", d["bits"]))
+        if "nvec" in d and (not isinstance(d["nvec"], list) or d["nvec"] != codec.nvec.tolist()):
             raise QsplitInputError("codec.nvec: does not match n_units and bits")
         return codec
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from system.accuracy import drop_pp, is_feasible
 from system.bits import DEFAULT_BITS, kernel_kappa, q_noise
+from system.errors import QsplitInputError
 from system.plan import Plan, plans_to_arrays
 from system.profiles import ModelProfile
 from system.request import Request
@@ -40,7 +41,7 @@ def t_dev_s(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits: np.nda
     """Device compute time; each width runs on the narrowest native kernel that holds it."""
     kap = kernel_kappa(wbits, np.asarray(req.dev_kappa))
     per_unit = 2.0 * profile.macs[None, :] / (req.dev_flops_per_s * kap)
-    return np.sum(_on_device(profile, cuts) * per_unit, axis=1)
+    return np.sum(np.where(_on_device(profile, cuts), per_unit, 0.0), axis=1)
 
 
 def bits_at_cut(profile: ModelProfile, cuts: np.ndarray, abits: np.ndarray) -> np.ndarray:
@@ -93,13 +94,26 @@ def device_payload(profile: ModelProfile, cuts: np.ndarray, wbits: np.ndarray) -
 
 
 def payload_reduction(profile: ModelProfile, cuts: np.ndarray, wbits: np.ndarray) -> np.ndarray:
-    """1 - device payload / all FLOPs at fp32."""
-    return 1.0 - device_payload(profile, cuts, wbits) / (2.0 * float(np.sum(profile.macs)))
+    """1 - device payload / all FLOPs at fp32.
+
+    A network without MACs has no payload to reduce: its reduction is 0 for every plan (the
+    ratio would be 0 / 0).
+    """
+    total = 2.0 * float(np.sum(profile.macs))
+    payload = device_payload(profile, cuts, wbits)
+    if total == 0.0:
+        return np.zeros_like(payload)
+    return 1.0 - payload / total
 
 
+@np.errstate(over="ignore", invalid="ignore")
 def evaluate_arrays(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits: np.ndarray,
                     abits: np.ndarray) -> PlanFigures:
-    """All figures of many plans at once."""
+    """All figures of many plans at once.
+
+    An extreme request may overflow a figure to inf: that is a value here, not a warning;
+    :func:`check_finite_figures` refuses it wherever figures are reported.
+    """
     cuts = np.asarray(cuts, dtype=np.int64)
     wbits = np.asarray(wbits)
     abits = np.asarray(abits)
@@ -123,9 +137,46 @@ def evaluate_plans(profile: ModelProfile, req: Request, plans: list[Plan]) -> Pl
     return evaluate_arrays(profile, req, c, w, a)
 
 
+#: Each figure of :class:`PlanFigures` with its unit and the inputs (as users write them)
+#: that set it: what an overflow error names.
+_FIGURE_INPUTS = {
+    "t_down_s": ("s", "rtt_ms, down_mbps, reuse and the profile's params"),
+    "t_dev_s": ("s", "dev_gflops, dev_kappa and the profile's macs"),
+    "t_up_s": ("s", "rtt_ms, up_mbps and the profile's out_elems or in_elems"),
+    "t_srv_s": ("s", "srv_gflops, srv_load and the profile's macs"),
+    "latency_s": ("s", "the sum of the four times"),
+    "energy_j": ("J", "p_rx_w, p_comp_w, p_tx_w and p_idle_w"),
+    "cost": ("s", "beta_s_per_j"),
+    "drop_pp": ("pp", "the profile's sens_w and sens_a"),
+    "payload_reduction": ("", "the profile's macs"),
+}
+
+
+def check_finite_figures(f: PlanFigures, where: str = "plan") -> PlanFigures:
+    """Return ``f``, or refuse (one line) when a figure left the range of a double.
+
+    Valid but extreme inputs (a device of 1e-300 GFLOP/s, beta 1e308 s/J) can make a time,
+    an energy or the cost overflow to inf (and inf x 0 to NaN): such a figure is no number
+    JSON can hold or a plan can be compared by, so it is refused, naming what set it.
+    """
+    with np.errstate(invalid="ignore"):
+        for name, (unit, inputs) in _FIGURE_INPUTS.items():
+            vals = np.asarray(getattr(f, name), dtype=np.float64)
+            bad = ~np.isfinite(vals)
+            if np.any(bad):
+                v = float(vals[np.argmax(bad)])
+                raise QsplitInputError(
+                    f"{where}: {name} is {v}{f' {unit}' if unit else ''}, beyond the range of a "
+                    f"double (set by {inputs}: too extreme to cost)")
+    return f
+
+
 def plan_report(profile: ModelProfile, req: Request, plan: Plan) -> dict:
-    """One plan's figures as a JSON-ready dict (what the command line prints)."""
-    f = evaluate_plans(profile, req, [plan])
+    """One plan's figures as a JSON-ready dict (what the command line prints).
+
+    Every figure is a finite number (else :func:`check_finite_figures` refuses the request).
+    """
+    f = check_finite_figures(evaluate_plans(profile, req, [plan]))
     return {**plan.to_json_dict(), "latency_s": float(f.latency_s[0]),
             "energy_j": float(f.energy_j[0]), "drop_pp": float(f.drop_pp[0]),
             "cost": float(f.cost[0]), "payload_reduction": float(f.payload_reduction[0]),
@@ -174,9 +225,11 @@ def drop_tables(profile: ModelProfile, bits: tuple[int, ...] = DEFAULT_BITS
     return d_w, (inner * sa)[:, None] * q[None, :]
 
 
+@np.errstate(over="ignore", invalid="ignore")
 def unit_tables(profile: ModelProfile, req: Request,
                 bits: tuple[int, ...] = DEFAULT_BITS) -> UnitTables:
-    """Per-unit decomposition of :func:`evaluate_arrays` (same formulas, regrouped)."""
+    """Per-unit decomposition of :func:`evaluate_arrays` (same formulas, regrouped; an inf
+    entry is an option too costly to take)."""
     L = profile.n_units
     b = np.asarray(bits, dtype=np.float64)
     w_rx = 1.0 + req.beta_s_per_j * req.p_rx_w

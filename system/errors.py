@@ -2,13 +2,74 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from collections.abc import Iterable
+import reprlib
+import sys
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any, ParamSpec, overload
+
+P = ParamSpec("P")
 
 
 class QsplitInputError(ValueError):
     """Bad input from a user: the message names the field and the allowed range."""
+
+
+class _Shown(reprlib.Repr):
+    """reprlib's bounded repr; an integer too long for ``repr`` is described, not printed."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 3300:
+            return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_SHOWN = _Shown()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlong = 40
+
+
+def shown(value: object) -> str:
+    """A user's value as an error message shows it: a repr, cut short, on one line."""
+    return _SHOWN.repr(value)
+
+
+def _magnitude(value: object) -> str:
+    """A number too large for a float, written as ``%g`` writes floats (``1e+400``)."""
+    if not isinstance(value, int):
+        return shown(value)
+    mantissa, exp = f"{Decimal(value):.5e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp):+03d}"
+
+
+_Errors = tuple[type[Exception], ...]
+
+
+@overload
+def cli_main(main: Callable[P, int], *, errors: _Errors = ...) -> Callable[P, int]: ...
+@overload
+def cli_main(main: None = None, *,
+             errors: _Errors = ...) -> Callable[[Callable[P, int]], Callable[P, int]]: ...
+def cli_main(main: Callable[P, int] | None = None, *, errors: _Errors = (QsplitInputError,)) -> Any:
+    """Decorate a command's ``main``: bad input prints ``error: <one line>`` and returns 2.
+
+    ``errors`` are the exception types that mean bad input (QsplitInputError by default, which
+    every loader raises); anything else is a bug and keeps its traceback. ``@cli_main`` or
+    ``@cli_main(errors=(...))``.
+    """
+    def wrap(func: Callable[P, int]) -> Callable[P, int]:
+        @functools.wraps(func)
+        def run(*args: P.args, **kwargs: P.kwargs) -> int:
+            try:
+                return func(*args, **kwargs)
+            except errors as exc:
+                print(f"error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
+                return 2
+        return run
+    return wrap(main) if main is not None else wrap
 
 
 def interval_text(lo: float | None, hi: float | None, lo_open: bool = False,
@@ -33,10 +94,16 @@ def check_finite(field: str, value: object, *, lo: float | None = None, hi: floa
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise QsplitInputError(f"{field}: expected a number{f' in {unit}' if unit else ''}, "
-                               f"got {value!r}")
-    x = float(value)
+                               f"got {shown(value)}")
+    try:
+        x = float(value)
+    except OverflowError:
+        raise QsplitInputError(
+            f"{field}: {_magnitude(value)} is outside the allowed range "
+            f"{interval_text(lo, hi, lo_open, hi_open)}{f' {unit}' if unit else ''} "
+            f"(numbers must be finite, at most {sys.float_info.max:.6g})") from None
     if not math.isfinite(x):
-        raise QsplitInputError(f"{field}: expected a finite number, got {value!r}")
+        raise QsplitInputError(f"{field}: expected a finite number, got {shown(value)}")
     bad_lo = lo is not None and (x <= lo if lo_open else x < lo)
     bad_hi = hi is not None and (x >= hi if hi_open else x > hi)
     if bad_lo or bad_hi:
@@ -49,13 +116,13 @@ def check_keys(where: str, data: object, required: Iterable[str],
                optional: Iterable[str] = ()) -> dict:
     """Reject a mapping with unknown or missing keys, naming them."""
     if not isinstance(data, dict):
-        raise QsplitInputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        raise QsplitInputError(f"{where}: expected a mapping, got {type(data).__name__}")
     required = list(required)
     allowed = set(required) | set(optional)
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted((k for k in data if k not in allowed), key=repr)
     if unknown:
         raise QsplitInputError(
-            f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
+            f"{where}: unknown key(s) {shown(unknown)}; allowed keys are {sorted(allowed)}")
     missing = [k for k in required if k not in data]
     if missing:
         raise QsplitInputError(f"{where}: missing required key(s) {missing}")

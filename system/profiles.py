@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from system.errors import QsplitInputError, check_finite, check_keys
+from system.errors import QsplitInputError, check_finite, check_keys, shown
+from system.loaders import is_file, parse_json, read_text
 
 PROFILE_FORMAT = "qsplit-profile/1"
 SENSITIVITY_SOURCES = ("measured", "hawq_v3", "proxy", "synthetic")
@@ -87,6 +88,16 @@ def _nonneg(field_name: str, value: object, unit: str = "") -> float:
 _UNIT_FIGURES = {"macs": "MACs", "params": "weights", "out_elems": "elements",
                  "sens_w": "pp per unit of q(b)", "sens_a": "pp per unit of q(b)"}
 _COUNTS = ("macs", "params", "out_elems")
+#: Upper bounds of the per-unit figures (and ``in_elems``: MAX_ELEMS). Physical, with room:
+#: a petaMAC is 500,000 times VGG-16's largest unit, 1e13 weights or elements 50 times all
+#: of GPT-3's weights; a sensitivity of 1e12 already costs over 100 pp at 16 bits, so a
+#: larger one says nothing more. Within them a drop never overflows, nor a time at ordinary
+#: rates (an extreme request still can: system.cost.check_finite_figures refuses that).
+MAX_MACS = 1e15
+MAX_ELEMS = 1e13
+MAX_SENS = 1e12
+_UNIT_MAX = {"macs": MAX_MACS, "params": MAX_ELEMS, "out_elems": MAX_ELEMS, "sens_w": MAX_SENS,
+             "sens_a": MAX_SENS}
 
 
 def _unit_figures(uw: str, u: object) -> dict[str, float]:
@@ -97,14 +108,13 @@ def _unit_figures(uw: str, u: object) -> dict[str, float]:
             raise QsplitInputError(f"{uw}: sensitivities missing ({', '.join(missing)}: "
                                    "each a number >= 0 in pp per unit of q(b))")
     check_keys(uw, u, _UNIT_KEYS)
-    figs = {k: _nonneg(f"{uw}.{k}", u[k], unit) for k, unit in _UNIT_FIGURES.items()}
+    # out_elems >= 1: a unit's output is the tensor a cut after it sends.
+    figs = {k: check_finite(f"{uw}.{k}", u[k], lo=1.0 if k == "out_elems" else 0.0,
+                            hi=_UNIT_MAX[k], unit=unit) for k, unit in _UNIT_FIGURES.items()}
     for k in _COUNTS:
         if not figs[k].is_integer():
-            raise QsplitInputError(f"{uw}.{k}: expected a whole number >= 0 of "
-                                   f"{_UNIT_FIGURES[k]}, got {u[k]!r}")
-    if figs["out_elems"] < 1:
-        raise QsplitInputError(f"{uw}.out_elems: 0 is outside the allowed range [1, inf) elements "
-                               "(a unit's output is the tensor a cut after it sends)")
+            raise QsplitInputError(f"{uw}.{k}: expected a whole number of {_UNIT_FIGURES[k]}, "
+                                   f"got {shown(u[k])}")
     if figs["params"] == 0 and figs["sens_w"] != 0:
         raise QsplitInputError(f"{uw}.sens_w: {figs['sens_w']:g} on a unit without weights; "
                                "expected 0 pp per unit of q(b)")
@@ -119,7 +129,7 @@ def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
     """
     d = check_keys(where, data, _TOP_REQUIRED, _TOP_OPTIONAL)
     if "format" in d and d["format"] != PROFILE_FORMAT:
-        raise QsplitInputError(f"{where}.format: expected {PROFILE_FORMAT!r}, got {d['format']!r}")
+        raise QsplitInputError(f"{where}.format: expected {PROFILE_FORMAT!r}, got {shown(d['format'])}")
     name = d["name"]
     if not isinstance(name, str) or not name:
         raise QsplitInputError(f"{where}.name: expected a non-empty string")
@@ -134,7 +144,7 @@ def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
         if not isinstance(u["name"], str) or not u["name"]:
             raise QsplitInputError(f"{uw}.name: expected a non-empty string")
         if u["name"] in names:
-            raise QsplitInputError(f"{uw}.name: {u['name']!r} is already the name of unit "
+            raise QsplitInputError(f"{uw}.name: {shown(u['name'])} is already the name of unit "
                                    f"{names.index(u['name'])}; unit names must be unique")
         names.append(u["name"])
         for k in _UNIT_KEYS[1:]:
@@ -143,20 +153,26 @@ def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
         raise QsplitInputError(
             f"{where}.units[{len(units) - 1}].sens_a: {cols['sens_a'][-1]:g} on the last unit; "
             "expected 0 pp per unit of q(b) (no tensor is sent after the last unit)")
-    in_elems = _nonneg(f"{where}.in_elems", d["in_elems"], "elements")
+    if sum(cols["macs"]) == 0:
+        raise QsplitInputError(f"{where}.units: every unit has 0 MACs; a network to plan must "
+                               "compute something (some unit's macs in [1, "
+                               f"{MAX_MACS:g}] MACs)")
+    in_elems = check_finite(f"{where}.in_elems", d["in_elems"], lo=1.0, hi=MAX_ELEMS,
+                            unit="elements")
     if in_elems < 1 or not in_elems.is_integer():
         raise QsplitInputError(
-            f"{where}.in_elems: expected a whole number >= 1 of elements, got {d['in_elems']!r}")
+            f"{where}.in_elems: expected a whole number of elements in [1, {MAX_ELEMS:g}], "
+            f"got {shown(d['in_elems'])}")
     input_bits = _nonneg(f"{where}.input_bits", d["input_bits"], "bits")
     if not input_bits.is_integer() or not 1 <= input_bits <= 32:
         raise QsplitInputError(
-            f"{where}.input_bits: expected a whole number of bits in [1, 32], got {d['input_bits']!r}")
+            f"{where}.input_bits: expected a whole number of bits in [1, 32], got {shown(d['input_bits'])}")
     acc = check_finite(f"{where}.base_accuracy_pct", d["base_accuracy_pct"], lo=0.0, hi=100.0,
                        unit="%")
     src = d.get("sensitivity_source", "measured")
     if src not in SENSITIVITY_SOURCES:
         raise QsplitInputError(
-            f"{where}.sensitivity_source: {src!r} is not one of {list(SENSITIVITY_SOURCES)}")
+            f"{where}.sensitivity_source: {shown(src)} is not one of {list(SENSITIVITY_SOURCES)}")
     shape = d.get("input_shape", [])
     if not isinstance(shape, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
@@ -177,15 +193,8 @@ def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
 def load_profile_file(path: str | Path) -> ModelProfile:
     """Read a profile JSON file; errors name the file and the field."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise QsplitInputError(f"profile: cannot read {p}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise QsplitInputError(f"profile {p}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    return profile_from_dict(data, where=f"profile {p.name}")
+    return profile_from_dict(parse_json(read_text(p, "profile"), f"profile {p.name}"),
+                             where=f"profile {p.name}")
 
 
 def builtin_profile_names() -> list[str]:
@@ -201,11 +210,11 @@ def load_profile(name_or_path: str | Path) -> ModelProfile:
         return TEST_PROFILES[key]()
     if key in builtin_profile_names():
         text = resources.files("system").joinpath(f"data/profiles/{key}.json").read_text("utf-8")
-        return profile_from_dict(json.loads(text), where=f"profile {key}")
-    if key.endswith(".json") or Path(key).exists():
+        return profile_from_dict(parse_json(text, f"profile {key}"), where=f"profile {key}")
+    if key.endswith(".json") or is_file(key):
         return load_profile_file(key)
     raise QsplitInputError(
-        f"model: unknown profile {key!r}; known: {builtin_profile_names() + sorted(TEST_PROFILES)}"
+        f"model: unknown profile {shown(key)}; known: {builtin_profile_names() + sorted(TEST_PROFILES)}"
         " or a path to a profile JSON file")
 
 

@@ -7,15 +7,17 @@ name, unit, range and JSON form comes from :data:`system.fields.REQUEST_FIELDS`.
 
 from __future__ import annotations
 
-import json
+import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from system.bits import KERNEL_WIDTHS
-from system.errors import QsplitInputError, check_finite, check_keys
+from system.errors import QsplitInputError, check_finite, check_keys, interval_text, shown
 from system.fields import (
     FIELD_BY_NAME,
     LABELS,
@@ -26,6 +28,10 @@ from system.fields import (
     column_names,
 )
 from system.hardware import Device, Server, get_device, get_server, kappa_to_dict, parse_kappa
+from system.loaders import cell_float, parse_json, read_stdin, read_text
+
+if TYPE_CHECKING:
+    from system.fields import RequestField
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,11 @@ def catalog_values(device: Device | None, server: Server | None) -> dict[str, ob
 def request_from_json_dict(data: object, where: str = "request") -> Request:
     """Build a request from its JSON form; errors name the field as written, unit and range."""
     d = check_keys(where, data, _REQUIRED, [k for k in REQUEST_JSON_FIELDS if k not in _REQUIRED])
-    named = catalog_values(get_device(str(d["device"])) if "device" in d else None,
-                           get_server(str(d["server"])) if "server" in d else None)
+    for k in LABELS:
+        if k in d and not isinstance(d[k], str):
+            raise QsplitInputError(f"{k}: expected a catalog {k} name, got {shown(d[k])}")
+    named = catalog_values(get_device(d["device"]) if "device" in d else None,
+                           get_server(d["server"]) if "server" in d else None)
     values: dict[str, object] = {}
     for f in REQUEST_FIELDS:
         if f.json_key in d:
@@ -123,11 +132,38 @@ def request_from_json_dict(data: object, where: str = "request") -> Request:
         else:
             raw = f.default
         values[f.name] = parse_kappa(f.json_key, raw) if f.per_width \
-            else f.to_si(f.check_json(raw))
-    speed = check_finite("dev_speed_factor", d.get("dev_speed_factor", 1.0), lo=0.0, lo_open=True)
-    values["dev_flops_per_s"] = values["dev_flops_per_s"] * speed  # type: ignore[operator]
+            else _si(f, f.check_json(raw))
+    values["dev_flops_per_s"] = _scaled_device(values["dev_flops_per_s"],  # type: ignore[arg-type]
+                                               d.get("dev_speed_factor", 1.0))
     return Request(**values, device=str(d.get("device", "")),  # type: ignore[arg-type]
                    server=str(d.get("server", "")))
+
+
+def _finite_range(f: RequestField) -> str:
+    """The range of ``f`` in JSON units, its top cut to the largest value finite in SI units."""
+    top, hi = f.to_json(sys.float_info.max), f.to_json(f.hi)
+    rng = interval_text(f.to_json(f.lo), min(hi, top), f.lo_open, f.hi_open and hi <= top)
+    return f"{rng} {f.json_units}" + (f" (larger is not finite in {f.unit})" if top < hi else "")
+
+
+def _si(f: RequestField, x: float) -> float:
+    """A JSON value (checked) in SI units; one too large to stay finite there is refused."""
+    si = f.to_si(x)
+    if not math.isfinite(si):
+        raise QsplitInputError(f"{f.json_key}: {x:g} is outside the allowed range {_finite_range(f)}")
+    return si
+
+
+def _scaled_device(flops_per_s: float, factor: object) -> float:
+    """Device FLOP/s times ``dev_speed_factor``; a product that leaves (0, inf) names the factor."""
+    speed = check_finite("dev_speed_factor", factor, lo=0.0, lo_open=True)
+    out = flops_per_s * speed
+    f = FIELD_BY_NAME["dev_flops_per_s"]
+    if not (math.isfinite(out) and out > 0.0):
+        raise QsplitInputError(
+            f"dev_speed_factor: {speed:g} times {f.json_key} {f.to_json(flops_per_s):g} gives "
+            f"{f.to_json(out):g} {f.json_units}; the product must lie in {_finite_range(f)}")
+    return out
 
 
 #: Request columns of a CSV row (SI units, as Request holds them; kappa split per width).
@@ -145,12 +181,7 @@ def request_to_row(r: Request) -> dict[str, object]:
 
 def _number(label: str, value: object) -> float:
     """A number from a CSV cell (text) or a mapping (a number)."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise QsplitInputError(f"{label}: expected a number, got {value!r}") from None
-    return check_finite(label, value)
+    return cell_float(label, value) if isinstance(value, str) else check_finite(label, value)
 
 
 def request_from_row(row: Mapping[str, object], where: str = "row") -> Request:
@@ -194,21 +225,15 @@ def requests_from_arrays(arrays: Mapping[str, np.ndarray],
 
 def request_from_json_text(text: str, where: str = "request") -> Request:
     """Parse a request from JSON text; errors name ``where`` and the field."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise QsplitInputError(f"{where}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    return request_from_json_dict(data, where=where)
+    return request_from_json_dict(parse_json(text, where), where=where)
 
 
 def load_request_file(path: str | Path) -> Request:
-    """Read a request JSON file; errors name the file and the field."""
+    """Read a request JSON file (``-``: standard input); errors name the file and the field."""
+    if str(path) == "-":
+        return request_from_json_text(read_stdin("request <stdin>"), where="request <stdin>")
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise QsplitInputError(f"request: cannot read {p}: {exc.strerror or exc}") from None
-    return request_from_json_text(text, where=f"request {p.name}")
+    return request_from_json_text(read_text(p, "request"), where=f"request {p.name}")
 
 
 def random_request(rng, device: str | None = None, server: str = "t4") -> Request:

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from system.channel import Channel, TraceChannel, get_link
-from system.errors import QsplitInputError, check_finite, check_keys
+from system.errors import QsplitInputError, check_finite, check_keys, shown
 from system.fields import FIELD_BY_NAME
 from system.hardware import Device, Server, device_names, get_device, get_server, server_names
+from system.loaders import is_dir, is_file, parse_yaml, read_text, user_path
 from system.request import Request
 
 SCENARIO_FORMAT = "qsplit-scenario/1"
@@ -103,7 +104,7 @@ def parse_dist(field: str, data: object) -> Dist:
             f"{field}: expected a number or a mapping with 'dist' one of {list(DIST_KINDS)}")
     kind = data["dist"]
     if kind not in DIST_KINDS:
-        raise QsplitInputError(f"{field}.dist: {kind!r} is not one of {list(DIST_KINDS)}")
+        raise QsplitInputError(f"{field}.dist: {shown(kind)} is not one of {list(DIST_KINDS)}")
     lo_f, hi_f, lo_open = _FIELD_RANGES[field]
     rng_kw = {"lo": lo_f, "hi": None if math.isinf(hi_f) else hi_f, "lo_open": lo_open}
     if kind == "fixed":
@@ -206,7 +207,7 @@ def scenario_from_dict(data: object, where: str = "scenario",
     d = check_keys(where, data, _TOP_REQUIRED, _TOP_OPTIONAL)
     if "format" in d and d["format"] != SCENARIO_FORMAT:
         raise QsplitInputError(
-            f"{where}.format: expected {SCENARIO_FORMAT!r}, got {d['format']!r}")
+            f"{where}.format: expected {SCENARIO_FORMAT!r}, got {shown(d['format'])}")
     name = d["name"]
     if not isinstance(name, str) or not name:
         raise QsplitInputError(f"{where}.name: expected a non-empty string")
@@ -215,7 +216,7 @@ def scenario_from_dict(data: object, where: str = "scenario",
         raise QsplitInputError(f"{where}.description: expected a string")
     server = d["server"]
     if server not in server_names():
-        raise QsplitInputError(f"{where}.server: unknown server {server!r}; known: {server_names()}")
+        raise QsplitInputError(f"{where}.server: unknown server {shown(server)}; known: {server_names()}")
     devs = d["devices"]
     if not isinstance(devs, dict) or not devs:
         raise QsplitInputError(
@@ -224,7 +225,7 @@ def scenario_from_dict(data: object, where: str = "scenario",
     for dn in devs:
         if dn not in device_names():
             raise QsplitInputError(
-                f"{where}.devices: unknown device {dn!r}; known: {device_names()}")
+                f"{where}.devices: unknown device {shown(dn)}; known: {device_names()}")
     dev_w = _weights(f"{where}.devices (weights)", list(devs.values()), len(devs))
     entries = _parse_channels(f"{where}.channels", d["channels"], base_dir)
     ds = {f: parse_dist(f, d.get(f, 1.0)) for f in
@@ -251,10 +252,8 @@ def _parse_channels(where: str, raw: object, base_dir: Path | None) -> tuple[Cha
         ew = f"{where}[{i}]"
         if isinstance(e, dict) and "trace_folder" in e:
             check_keys(ew, e, ["trace_folder"], ["weight", "link"])
-            folder = Path(str(e["trace_folder"])).expanduser()
-            if not folder.is_absolute() and base_dir is not None:
-                folder = base_dir / folder
-            if not folder.is_dir():
+            folder = user_path(e["trace_folder"], base_dir)
+            if not is_dir(folder):
                 raise QsplitInputError(f"{ew}.trace_folder: {folder} is not a folder")
             link = e.get("link", "")
             if link:
@@ -289,17 +288,8 @@ def scenario_names() -> list[str]:
 
 def load_scenario_file(path: str | Path) -> Scenario:
     """Read a scenario YAML file; errors name the file and the field."""
-    import yaml
-
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise QsplitInputError(f"scenario: cannot read {p}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise QsplitInputError(f"scenario {p}: malformed YAML: {exc}") from None
+    data = parse_yaml(read_text(p, "scenario"), f"scenario {p.name}")
     return scenario_from_dict(data, where=f"scenario {p.name}", base_dir=p.resolve().parent)
 
 
@@ -310,14 +300,14 @@ def load_scenario(spec: str | Path | dict | Scenario = "default") -> Scenario:
     if isinstance(spec, dict):
         return scenario_from_dict(spec)
     key = str(spec)
-    if key.endswith((".yaml", ".yml")) or os.sep in key or Path(key).is_file():
+    if key.endswith((".yaml", ".yml")) or os.sep in key or is_file(key):
         return load_scenario_file(key)
     for d in scenario_dirs():
         f = d / f"{key}.yaml"
-        if f.is_file():
+        if is_file(f):
             return load_scenario_file(f)
     raise QsplitInputError(
-        f"scenario: unknown scenario {key!r}; known: {scenario_names()} or a path to a .yaml file")
+        f"scenario: unknown scenario {shown(key)}; known: {scenario_names()} or a path to a .yaml file")
 
 
 def sample_requests(scenario: Scenario, rng: np.random.Generator, n: int) -> list[Request]:
@@ -328,7 +318,7 @@ def sample_requests(scenario: Scenario, rng: np.random.Generator, n: int) -> lis
     then eps_pp, beta_s_per_j, reuse. Device FLOP/s = catalog FLOP/s * load * frequency factor.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) < 1:
-        raise QsplitInputError(f"n: expected an integer >= 1, got {n!r}")
+        raise QsplitInputError(f"n: expected an integer >= 1, got {shown(n)}")
     n = int(n)
     s = scenario
     dw = np.asarray(s.device_weights)

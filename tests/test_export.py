@@ -39,6 +39,8 @@ from system.request import Request, random_request  # noqa: E402
 from system.scenario import load_scenario, sample_requests  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The dispatcher options under which it is exactly SB3's predict followed by the env's repair.
+ENV = {"fallback": "none", "trivial_guard": False}
 
 
 def make_model(env: QuantSplitEnv, algo: str = "ppo", seed: int = 0, scale: float = 0.4,
@@ -97,7 +99,7 @@ def env(prof: ModelProfile) -> QuantSplitEnv:
 
 def _check_parity(model: Any, env: QuantSplitEnv, prof: ModelProfile, tmp: Path,
                   reqs: list[Request]) -> dict:
-    d = Dispatcher.load(export_model(model, prof, tmp / "bundle"))
+    d = Dispatcher.load(export_model(model, prof, tmp / "bundle"), **ENV)
     want = sb3_plans(model, env, reqs)
     single = [d.decide(r) for r in reqs]
     batch = d.decide_batch(reqs)
@@ -126,7 +128,7 @@ def test_parity_with_sb3_predict_and_env_repair(tmp_path: Path, prof: ModelProfi
 def test_parity_with_single_request_predict(tmp_path: Path, prof: ModelProfile,
                                             env: QuantSplitEnv) -> None:
     model = make_model(env, "maskable", seed=4)
-    d = Dispatcher.load(export_model(model, prof, tmp_path / "b"))
+    d = Dispatcher.load(export_model(model, prof, tmp_path / "b"), **ENV)
     reqs = requests(150, seed=5)
     assert [d.decide(r) for r in reqs] == sb3_plans(model, env, reqs, batch=False)
 
@@ -188,7 +190,7 @@ def test_export_command_on_a_run_folder(tmp_path: Path, prof: ModelProfile,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["bundle"].endswith("bundle")
-    d = Dispatcher.load(tmp_path / "bundle")
+    d = Dispatcher.load(tmp_path / "bundle", **ENV)
     assert d.bundle.masking == "feasible_options"
     assert d.bundle.contract["source"]["run"] == "run"
     reqs = requests(200, seed=10)
@@ -216,7 +218,7 @@ def test_export_of_a_train_py_run_folder(tmp_path: Path, prof: ModelProfile,
     assert kw["model"] == str(prof_file) and kw["bits"] == list(env.codec.bits)
     assert kw["profile_sha256"] == prof.sha256() and kw["encoder"] == env.encoder.to_json()
     b = export_run(run, tmp_path / "bundle")
-    d = Dispatcher.load(b)
+    d = Dispatcher.load(b, **ENV)
     assert d.bundle.masking == "feasible_options"
     assert d.bundle.contract["source"]["algo_name"] == "ppo_mask"
     assert d.bundle.contract["env"]["kwargs"] == {k: kw[k] for k in ("bits", "mode", "model",
@@ -238,7 +240,7 @@ def test_onnx_export_matches_the_dispatcher(tmp_path: Path, prof: ModelProfile,
     model = make_model(env, "ppo", seed=11)
     b = export_model(model, prof, tmp_path / "onnx", onnx=True)
     assert (b / "policy.onnx").is_file()
-    d = Dispatcher.load(b)
+    d = Dispatcher.load(b, **ENV)
     sess = ort.InferenceSession(str(b / "policy.onnx"), providers=["CPUExecutionProvider"])
     reqs = requests(1000, seed=12)
     logits = sess.run(["logits"], {"obs": d.encoder.encode_batch(reqs)})[0]
@@ -274,7 +276,7 @@ def committed_runs() -> list[tuple[str, Path]]:
     pytest.param(None, None, marks=pytest.mark.skip(reason="no committed policy runs yet"))])
 def test_committed_bundle_parity(model_name: str, run: Path, n: int) -> None:
     from agents.export import load_run_model, read_env_kwargs
-    d = Dispatcher.load(model=model_name)
+    d = Dispatcher.load(model=model_name, **ENV)
     model = load_run_model(run)
     kw = read_env_kwargs(run)
     env = QuantSplitEnv(model=d.profile, scenario=kw["scenario"], encoder=kw["encoder"],

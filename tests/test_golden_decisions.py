@@ -4,6 +4,8 @@ A change detector: the plans of each committed bundle on 10,000 seeded requests 
 guarded, fallback and refined paths on fewer) hash to the figures recorded here. Refactoring
 the request schema, the features, the guard or the optimizer must leave them identical;
 republishing a policy changes them, and then this table is regenerated with the new bundle.
+The options ``{"fallback": "none", "trivial_guard": false}`` are the policy as the env runs
+it (no support fallback, no floor of fixed plans).
 """
 
 from __future__ import annotations
@@ -20,16 +22,20 @@ from system.request import random_request
 SEED = 20261129
 #: sha256 of the JSON list of [cut, weight_bits, act_bits] per request, by (model, options).
 GOLDEN: dict[tuple[str, str], str] = {
-    ("resnet18", "{}"): "ac2c360d4f1837f3c23baffe8437018f9788e55844e720575d477aa5e0fcabb5",
+    ("resnet18", "{}"): "612df6d53f1ae142bd0f7301b342dd2ad9a16ff3951bef3770f4878fea287007",
     ("resnet18", '{"fallback": "infeasible"}'):
-        "da48e1fea6703296ec983a3a976ab88785d25bf8f3a93eb0cc00e7cffd02df0b",
+        "5344fa532bd318bd81a15b30ced72d1f6580d97e358522bd6cb47e604d5a4dc8",
     ("resnet18", '{"refine": true}'):
-        "26796329e4144080ca767ca2e17cefe57d823b378c790ed43021a71f52f591a3",
-    ("digits_cnn", "{}"): "2909bbda5a7b63bfcae725c0f4d6914f382541e81c826fe59f55e6293e035f04",
+        "a8631c1e60dd5e36efb9179d16d8e475a70e6be38601299724e8ba34a4fe9658",
+    ("resnet18", '{"fallback": "none", "trivial_guard": false}'):
+        "ac2c360d4f1837f3c23baffe8437018f9788e55844e720575d477aa5e0fcabb5",
+    ("digits_cnn", "{}"): "9476896b6b040f87755b791d2995026ac830f1eee0eced30a534447c30eeebe8",
     ("digits_cnn", '{"fallback": "infeasible"}'):
-        "59676c0ba10389196a6b6399caaa5a904cc06f796b9af9c2a929b91308545e0a",
+        "3466ae35d5e169ec3ef4182a89ba02c9de2969eca241cb60c64ee6a475d0e99a",
     ("digits_cnn", '{"refine": true}'):
-        "4b32f4c4d4c4c43286bc81cdd458897350206fcc084c07d05a5c6200e9991a3d",
+        "48016bb8789e1cac252e82e78349eff240b255135bdc36526c19f837385981bf",
+    ("digits_cnn", '{"fallback": "none", "trivial_guard": false}'):
+        "2909bbda5a7b63bfcae725c0f4d6914f382541e81c826fe59f55e6293e035f04",
 }
 
 

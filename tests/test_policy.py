@@ -174,7 +174,10 @@ def test_bundle_adapter_matches_the_dispatcher(ppo_run: Path, profile_path: Path
     assert isinstance(pol, BundlePolicy) and pol.batched and pol.name == "mine"
     assert pol.decide_batch(requests) == Dispatcher.load(out).decide_batch(requests)
     ppo_plans = make_policy(f"ppo:{ppo_run}", prof).decide_batch(requests)
-    same = np.mean([a == b for a, b in zip(pol.decide_batch(requests), ppo_plans, strict=True)])
+    # the dispatcher without its guards decides as the network does (the untrained network
+    # here is often beaten by a trivial plan, which the default guard returns instead)
+    bare = Dispatcher.load(out, fallback="none", trivial_guard=False).decide_batch(requests)
+    same = np.mean([a == b for a, b in zip(bare, ppo_plans, strict=True)])
     assert same >= 0.95            # float32 torch vs float64 numpy may flip a near-tie
 
 

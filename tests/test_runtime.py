@@ -32,7 +32,7 @@ from runtime.bundle import (
     verify_files,
     write_bundle,
 )
-from runtime.dispatcher import PATHS, bundles_root
+from runtime.dispatcher import PATHS, BatchItemError, bundles_root
 from runtime.refine import local_search
 from system.accuracy import FEAS_TOL_PP, drop_limit_pp, plan_drop_pp
 from system.bits import DEFAULT_BITS, KERNEL_WIDTHS
@@ -52,6 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BIG = 100.0
 
 
+#: The dispatcher options under which it is exactly SB3's predict followed by the env's repair.
+ENV = {"fallback": "none", "trivial_guard": False}
+
+
 def build_bundle(path: Path, profile: ModelProfile, *, seed: int = 0, masking: str = "none",
                  hidden: tuple[int, ...] = (64, 64), activation: str = "tanh",
                  scale: float = 0.5, bits: tuple[int, ...] = DEFAULT_BITS) -> Path:
@@ -69,7 +73,7 @@ def build_bundle(path: Path, profile: ModelProfile, *, seed: int = 0, masking: s
     arrays["ab"] = (rng.standard_normal(n_out) * 0.1).astype(np.float32)
     c = make_contract(profile=profile, encoder=enc, codec=codec, hidden=layers,
                       action=("aw", "ab"), masking=masking)
-    return write_bundle(path, c, arrays)
+    return write_bundle(path, c, arrays, force=True)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +152,7 @@ def assert_same_as_reference(d: Dispatcher, reqs: list[Request], plans: list[Pla
 # ------------------------------------------------------------------ observation and paths
 
 def test_features_bit_identical_to_encoder(bundle_dir: Path, reqs: list[Request]) -> None:
-    d = Dispatcher.load(bundle_dir)
+    d = Dispatcher.load(bundle_dir, **ENV)
     extra = [Request.make(get_device(n), get_server("t4"), up_bps=1e3, down_bps=1e11,
                           rtt_s=0.0, eps_pp=e, beta_s_per_j=b, reuse=u)
              for n in device_names() for e in (0.0, 100.0) for b in (0.0, 1e6) for u in (1.0, 1e9)]
@@ -167,7 +171,7 @@ def test_features_bit_identical_to_encoder(bundle_dir: Path, reqs: list[Request]
 @pytest.mark.parametrize("which", ["plain", "masked"])
 def test_single_batch_arrays_and_reference_agree(which: str, bundle_dir: Path, masked_dir: Path,
                                                  reqs: list[Request]) -> None:
-    d = Dispatcher.load(bundle_dir if which == "plain" else masked_dir)
+    d = Dispatcher.load(bundle_dir if which == "plain" else masked_dir, **ENV)
     single = [d.decide(r) for r in reqs]
     assert single == [d.decide(_as_dict(r)) for r in reqs]
     assert single == d.decide_batch(reqs)
@@ -191,7 +195,7 @@ def test_other_shapes_bits_and_activations(tmp_path: Path, reqs: list[Request], 
                                            activation: str, masking: str) -> None:
     prof = random_profile(n_units, np.random.default_rng(n_units), name=f"r{n_units}")
     d = Dispatcher.load(build_bundle(tmp_path / "b", prof, hidden=hidden, bits=bits,
-                                     activation=activation, masking=masking, scale=1.0))
+                                     activation=activation, masking=masking, scale=1.0), **ENV)
     assert d.bits == bits
     single = [d.decide(r) for r in reqs[:300]]
     assert single == d.decide_batch(reqs[:300])
@@ -209,7 +213,7 @@ def test_every_plan_within_budget(masked_dir: Path, reqs: list[Request]) -> None
 
 
 def test_mask_table_equals_the_env_mask(masked_dir: Path) -> None:
-    d = Dispatcher.load(masked_dir)
+    d = Dispatcher.load(masked_dir, **ENV)
     T0 = unit_tables(d.profile, random_request(np.random.default_rng(0)), d.bits)
     budgets = [0.0, 1e-12, 100.0]
     for t in d.mask.thresholds:         # at, just below and just above every threshold
@@ -224,7 +228,7 @@ def test_mask_table_equals_the_env_mask(masked_dir: Path) -> None:
 
 def test_guard_boundary_follows_the_env(bundle_dir: Path) -> None:
     """Budgets at, just under and well under a plan's drop: the guard does what env.step does."""
-    d = Dispatcher.load(bundle_dir)
+    d = Dispatcher.load(bundle_dir, **ENV)
     n = 0
     k32 = d.bits.index(32)
     for seed in range(100):
@@ -257,8 +261,8 @@ def test_guard_boundary_follows_the_env(bundle_dir: Path) -> None:
 
 
 def test_fallback_uses_the_exact_optimizer(bundle_dir: Path, reqs: list[Request]) -> None:
-    d = Dispatcher.load(bundle_dir, fallback="infeasible")
-    plain = Dispatcher.load(bundle_dir)
+    d = Dispatcher.load(bundle_dir, fallback="infeasible", trivial_guard=False)
+    plain = Dispatcher.load(bundle_dir, **ENV)
     n_fb = 0
     for r in reqs[:150]:
         det = d.decide_detailed(r)
@@ -278,8 +282,8 @@ def test_fallback_uses_the_exact_optimizer(bundle_dir: Path, reqs: list[Request]
 
 
 def test_refine_never_worse_and_helps(bundle_dir: Path, reqs: list[Request]) -> None:
-    plain = Dispatcher.load(bundle_dir)
-    ref = Dispatcher.load(bundle_dir, refine=True)
+    plain = Dispatcher.load(bundle_dir, **ENV)
+    ref = Dispatcher.load(bundle_dir, refine=True, fallback="none", trivial_guard=False)
     before, after = [], []
     for r in reqs[:200]:
         p0, p1 = plain.decide(r), ref.decide(r)
@@ -410,7 +414,10 @@ def test_write_is_atomic_and_deterministic(tmp_path: Path, prof: ModelProfile) -
     assert (a / SUMS_FILE).read_bytes() == (b / SUMS_FILE).read_bytes()
     build_bundle(tmp_path / "a", prof, seed=5)           # replaces in place
     assert (a / SUMS_FILE).read_bytes() != (b / SUMS_FILE).read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]   # no temp folders left
+    names = sorted(p.name for p in tmp_path.iterdir())
+    # each bundle is a link to its one current version: no temp folder or old version left
+    assert [n for n in names if not n.startswith(".")] == ["a", "b"]
+    assert sorted(names) == sorted(["a", "b", os.readlink(a), os.readlink(b)])
     verify_files(a)
 
 
@@ -436,8 +443,10 @@ def test_bad_field_is_named(bundle_dir: Path, field: str, bad: object) -> None:
         return
     with pytest.raises(QsplitInputError, match=re.escape(field)):
         d.decide({**GOOD, field: bad})
-    with pytest.raises(QsplitInputError, match=re.escape(field)):
-        d.decide_batch([GOOD, {**GOOD, field: bad}])
+    good, bad_item = d.decide_batch([GOOD, {**GOOD, field: bad}])
+    assert good == d.decide(GOOD)
+    assert isinstance(bad_item, BatchItemError) and bad_item.index == 1
+    assert "request[1]" in str(bad_item) and field in str(bad_item)
 
 
 @pytest.mark.parametrize(("patch", "field"), [
