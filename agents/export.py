@@ -41,6 +41,7 @@ from system.atomic import atomic_write_text
 from system.bits import DEFAULT_BITS
 from system.codec import ActionCodec, ObservationEncoder
 from system.errors import QsplitInputError, check_keys, cli_main
+from system.loaders import parse_json, read_text
 from system.profiles import ModelProfile, load_profile
 
 if TYPE_CHECKING:
@@ -231,10 +232,8 @@ def read_env_kwargs(run: str | Path) -> dict[str, Any]:
         raise QsplitInputError(
             f"run {run}: no {ENV_KWARGS_FILE} (train.py writes the env's resolved arguments "
             "there; for a run trained elsewhere write it with agents.export.write_env_kwargs)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise QsplitInputError(f"run {run}: cannot read {ENV_KWARGS_FILE}: {exc}") from None
+    where = f"run {run}: {ENV_KWARGS_FILE}"
+    data = parse_json(read_text(path, where), where)
     known = [*inspect.signature(QuantSplitEnv).parameters, "profile_sha256"]
     return check_keys(f"run {run}: {ENV_KWARGS_FILE}", data, _READ_KEYS, known)
 

@@ -140,7 +140,8 @@ def check_section(values: object, section: Iterable[str], at: Callable[[str], st
                 f"{at(key)}: not supported by train.py (observations are normalised by the "
                 "encoder; use rl_zoo3 for wrappers)")
         if key not in known:
-            raise QsplitInputError(f"{at(key)}: unknown key; known: {known}")
+            name = key if isinstance(key, str) and key.isprintable() else shown(key)
+            raise QsplitInputError(f"{at(name)}: unknown key; known: {known}")
     return {k: check_value(k, v, at(k)) for k, v in values.items()}
 
 

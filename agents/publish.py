@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from system.atomic import atomic_write_text
 from system.errors import QsplitInputError
+from system.loaders import parse_json, read_text
 
 if TYPE_CHECKING:
     from agents.weights import RunModel
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics", default="", help="a JSON file of measured figures to ship")
     a = p.parse_args(argv)
     try:
-        metrics = json.loads(Path(a.metrics).read_text()) if a.metrics else None
+        metrics = parse_json(read_text(a.metrics, "--metrics"), "--metrics") if a.metrics else None
         print(publish(a.run, a.model, a.checkpoint, metrics))
     except (QsplitInputError, OSError) as exc:
         print(f"publish: error: {exc}", file=sys.stderr)

@@ -21,7 +21,6 @@ trusted code.
 from __future__ import annotations
 
 import io
-import json
 import re
 import zipfile
 import zlib
@@ -34,6 +33,7 @@ import numpy as np
 
 from system.codec import ObservationEncoder
 from system.errors import QsplitInputError, shown
+from system.loaders import decode_text, parse_json
 
 #: The activation functions a config may name (``nn.<name>``) and a model.zip may record.
 ACTIVATIONS = ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU")
@@ -145,10 +145,7 @@ def _member(zf: zipfile.ZipFile, name: str, limit: int, where: str) -> bytes:
 
 def _json_member(zf: zipfile.ZipFile, where: str) -> dict[str, Any]:
     raw = _member(zf, "data", _MAX_DATA_BYTES, where)
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise QsplitInputError(f"{where}: its 'data' is not JSON ({_first_line(exc)})") from None
+    data = parse_json(decode_text(raw, f"{where}: data"), f"{where}: data")
     if not isinstance(data, dict):
         raise QsplitInputError(f"{where}: its 'data' is not a JSON object")
     return data

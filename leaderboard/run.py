@@ -7,7 +7,6 @@ violation: it is flagged (``feasible`` false) and its regret is still reported.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -24,6 +23,7 @@ from leaderboard.summary import SUMMARY_FORMAT, markdown, summarize, summary_jso
 from system.atomic import atomic_write_text, publish_folder, staging_folder
 from system.cost import check_finite_figures, evaluate_plans
 from system.errors import QsplitInputError
+from system.loaders import parse_json, read_text
 from system.optimal import solve
 from system.plan import Plan
 from system.request import Request, request_to_row
@@ -126,8 +126,8 @@ def is_output_folder(path: Path) -> bool:
     if "summary.json" not in names:
         return True
     try:
-        data = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = parse_json(read_text(path / "summary.json", "summary.json"), "summary.json")
+    except QsplitInputError:
         return False
     return isinstance(data, dict) and data.get("format") == SUMMARY_FORMAT
 

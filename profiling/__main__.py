@@ -16,6 +16,7 @@ from typing import Any
 
 import profiling
 from system.errors import cli_main
+from system.loaders import parse_json
 from system.profiles import ModelProfile, profile_from_dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +105,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     check_profile_name(args.name)
     factory = load_factory(args.model)
-    kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    kwargs = parse_json(args.kwargs, "--kwargs") if args.kwargs else {}
     if not isinstance(kwargs, dict):
         raise ValueError(f"--kwargs: expected a JSON object, got {args.kwargs!r}")
     model = factory(**kwargs)

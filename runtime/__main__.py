@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> None:
     d = Dispatcher.load(path, fallback=args.fallback, refine=args.refine,
                         trivial_guard=not args.no_trivial_guard, public_key=args.pubkey)
     req = load_request_file(args.request)
-    print(json.dumps({**d.report(req), "bundle": str(path)}, indent=1))
+    print(json.dumps({**d.report(req), "bundle": str(path)}, indent=1, allow_nan=False))
 
 
 @cli_main

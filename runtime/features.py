@@ -130,7 +130,10 @@ def from_mapping(d: Mapping[str, object], where: str = "request") -> tuple[float
     for v in vals:
         if type(v) is not float and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
             raise explain_flat(where, vals)
-    t = tuple(float(v) for v in vals)
+    try:
+        t = tuple(float(v) for v in vals)
+    except OverflowError:                     # an integer beyond the largest double
+        raise explain_flat(where, vals) from None
     if not _in_range(t):
         raise explain_flat(where, vals)
     return t

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         req = load_request_file(args.request)
         plan = DECIDERS[args.decider](profile, req)
         out = {"decider": args.decider, "profile": profile.name, **plan_report(profile, req, plan)}
-        print(json.dumps(out, indent=1))
+        print(json.dumps(out, indent=1, allow_nan=False))
     elif args.cmd == "catalog":
         print(json.dumps({kind: catalog_entries(kind) for kind in ("devices", "servers")}, indent=1))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
 import reprlib
 import sys
 from collections.abc import Callable, Iterable
@@ -68,6 +69,9 @@ def cli_main(main: Callable[P, int] | None = None, *, errors: _Errors = (QsplitI
             except errors as exc:
                 print(f"error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
                 return 2
+            except BrokenPipeError:          # output piped into e.g. `head`, which stopped reading
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 1
         return run
     return wrap(main) if main is not None else wrap
 

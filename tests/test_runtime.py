@@ -360,9 +360,14 @@ def test_extra_file_and_not_a_folder_are_refused(tmp_path: Path, bundle_dir: Pat
         load_bundle(tmp_path / "nowhere")
 
 
+_MAJOR, _MINOR = QSPLIT_VERSION.split(".")[:2]
+#: A version this runtime must refuse: same major, next minor.
+_NEXT_MINOR = f"{_MAJOR}.{int(_MINOR) + 1}.0"
+
+
 @pytest.mark.parametrize(("patch", "match"), [
     ({"qsplit_version": "9.0.0"}, r"qsplit '9\.0\.0'.*major\.minor"),
-    ({"qsplit_version": "0.2.0"}, r"qsplit '0\.2\.0'"),
+    ({"qsplit_version": _NEXT_MINOR}, f"qsplit '{re.escape(_NEXT_MINOR)}'"),
     ({"format": "qsplit-policy-bundle/2"}, "bundle format"),
     ({"env": {"id": "QuantSplit-v1", "version": 1}}, "env id"),
     ({"env": {"id": "QuantSplit-v0", "version": 3}}, "version 3"),
