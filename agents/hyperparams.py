@@ -82,23 +82,22 @@ POLICY_KWARGS = ("net_arch", "activation_fn", "ortho_init", "share_features_extr
 SEED_RANGE = (0, 2**32 - 1)
 
 
+#: Kinds checked by type alone (and choices, where given): the type and how an error says it.
+_PLAIN_KINDS: dict[str, tuple[type, str]] = {
+    "bool": (bool, "true or false"), "str": (str, "a string"),
+    "mapping": (dict, "a mapping of key: value")}
+
+
 def check_value(key: str, value: Any, where: str) -> Any:
     """``value`` as :data:`HYPERPARAMS` allows it for ``key``; otherwise one line naming ``where``."""
     p = HYPERPARAMS[key]
     if value is None and p.nullable:
         return None
-    if p.kind == "bool":
-        if not isinstance(value, bool):
-            raise QsplitInputError(f"{where}: expected true or false, got {shown(value)}")
-        return value
-    if p.kind == "str":
-        if not isinstance(value, str) or (p.choices and value not in p.choices):
-            raise QsplitInputError(f"{where}: expected {' or '.join(p.choices) or 'a string'}, "
+    if p.kind in _PLAIN_KINDS:
+        kind_type, expected = _PLAIN_KINDS[p.kind]
+        if not isinstance(value, kind_type) or (p.choices and value not in p.choices):
+            raise QsplitInputError(f"{where}: expected {' or '.join(p.choices) or expected}, "
                                    f"got {shown(value)}")
-        return value
-    if p.kind == "mapping":
-        if not isinstance(value, dict):
-            raise QsplitInputError(f"{where}: expected a mapping of key: value, got {shown(value)}")
         return value
     if p.kind == "policy_kwargs":
         return check_policy_kwargs(value, where)

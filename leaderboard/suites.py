@@ -40,6 +40,7 @@ class Case:
     skip_reason: str = ""       # why the case cannot run here (a missing trace folder)
 
 
+# Its field list resembles Scenario's in shape only: the two are different records.
 @dataclass(frozen=True, eq=False)
 class Suite:
     """A validated evaluation suite (the YAML form is described in configs/eval/default.yaml)."""
