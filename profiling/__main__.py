@@ -6,6 +6,7 @@ See the package docstring (``python -m profiling --help``) for what each command
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -15,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import profiling
-from system.errors import cli_main
+from system.errors import QsplitInputError, cli_main
 from system.loaders import parse_json
-from system.profiles import ModelProfile, profile_from_dict
+from system.profiles import ModelProfile, load_profile_file, profile_from_dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = REPO_ROOT / "system" / "data" / "profiles"
@@ -64,13 +65,113 @@ def load_weights(model: Any, path: str) -> None:
 
 
 def write_profile(profile: ModelProfile, path: Path) -> Path:
-    """Validate, then write a profile's JSON form (file name ``<name>.json`` in a directory)."""
-    checked = profile_from_dict(profile.to_dict(), where=f"profile {profile.name}")
+    """Validate, then write a profile's JSON form (file name ``<name>.json`` in a directory).
+
+    Measured unit times of the file it replaces are kept when the units are the same (names
+    and MACs): regenerating sensitivities does not throw measurements away.
+    """
     if path.suffix != ".json":
-        check_profile_name(checked.name, "profile name")
-        path = path / f"{checked.name}.json"
+        check_profile_name(profile.name, "profile name")
+        path = path / f"{profile.name}.json"
+    old = None
+    if not profile.time_tables and path.is_file():
+        try:
+            old = load_profile_file(path)
+        except QsplitInputError:
+            old = None          # a file that is no profile is simply replaced
+    if old is not None and old.unit_names == profile.unit_names and (old.macs == profile.macs).all():
+        profile = dataclasses.replace(profile, time_tables=old.time_tables,
+                                      efficiency=old.efficiency)
+    checked = profile_from_dict(profile.to_dict(), where=f"profile {profile.name}")
     checked.save(path)
     return path
+
+
+def profile_path(arg: str) -> Path:
+    """``--profile``: a shipped profile's name (its file in system/data/profiles) or a path."""
+    if arg.endswith(".json"):
+        return Path(arg)
+    check_profile_name(arg, "--profile")
+    path = PROFILES_DIR / f"{arg}.json"
+    if not path.is_file():
+        raise ValueError(f"--profile: no shipped profile {arg!r} ({path}); give a .json path")
+    return path
+
+
+def _timing_model(profile: ModelProfile, spec: str, weights: str) -> tuple[Any, Any]:
+    """The network a profile describes and one input: the digits CNN with its trained weights
+    and a held-out image, ResNet-18 at random init, or ``--model`` (seeded random input)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    if spec:
+        model = load_factory(spec)()
+        if weights:
+            load_weights(model, weights)
+    elif profile.name == "digits_cnn":
+        from profiling import digits
+
+        return digits.load_digits_cnn(), digits.load_split().x_val[:1]
+    elif profile.name == "resnet18":
+        from profiling.architectures import resnet18_module
+
+        model = resnet18_module()
+    else:
+        raise ValueError(f"--model: profile {profile.name!r} needs MODULE:FACTORY for its network")
+    return model.eval(), torch.randn((1, *profile.input_shape), generator=gen)
+
+
+def _cmd_time_units(args: argparse.Namespace) -> int:
+    from profiling import timing
+    from profiling.profiler import profile_module, split_units
+
+    path = profile_path(args.profile)
+    profile = load_profile_file(path)
+    if args.processor and len(args.threads) > 1:
+        raise ValueError("--processor names one table: give one --threads value with it")
+    model, x = _timing_model(profile, args.model, args.weights)
+    prof = profile_module(model, profile.input_shape)
+    if tuple(u.name for u in prof.units) != profile.unit_names or \
+            [u.macs for u in prof.units] != profile.macs.tolist():
+        raise ValueError(f"--model: its units differ from profile {profile.name}'s")
+    units = split_units(prof)
+    for n in args.threads:
+        name = args.processor or timing.host_processor_name(n)
+        t, prov = timing.time_units(units, x, threads=n, repeats=args.repeats, warmup=args.warmup)
+        profile = timing.with_table(profile, name, t, prov)
+        print(f"{name}: sum {t.sum() * 1e3:.3f} ms, whole chain "
+              f"{prov['whole_chain_median_s'] * 1e3:.3f} ms, load {prov['loadavg_1min']}")
+        for u, v in zip(profile.unit_names, t, strict=True):
+            print(f"  {u:<12} {v * 1e6:12.1f} us")
+    write_profile(profile, path)
+    fit = profile.efficiency.fit if profile.efficiency is not None else {}
+    print(json.dumps({"profile": str(path), "tables": sorted(profile.time_tables), "fit": fit}))
+    return 0
+
+
+def _cmd_import_times(args: argparse.Namespace) -> int:
+    from profiling import timing
+
+    path = profile_path(args.profile)
+    profile = load_profile_file(path)
+    new = timing.imported_tables(args.csv, profile, args.processor, args.tail_processor, args.note)
+    profile = timing.refit(dataclasses.replace(
+        profile, time_tables={**profile.time_tables, **new}))
+    write_profile(profile, path)
+    print(json.dumps({"profile": str(path), "imported": {
+        n: {"sum_s": float(t.time_s.sum()), "provenance": t.provenance,
+            "carried_fit": timing.carried_fit(profile, n)} for n, t in new.items()}}))
+    return 0
+
+
+def _cmd_fit_times(args: argparse.Namespace) -> int:
+    from profiling import timing
+
+    profile = load_profile_file(profile_path(args.profile))
+    out = {n: timing.carried_fit(profile, n) for n in sorted(profile.time_tables)}
+    fit = profile.efficiency.fit if profile.efficiency is not None else None
+    print(json.dumps({"profile": profile.name, "fit": fit, "carried_fit": out}))
+    return 0
 
 
 def load_factory(spec: str) -> Any:
@@ -214,6 +315,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("names", nargs="*", help="subset of alexnet vgg16 resnet18 resnet50 "
                    "mobilenet_v2 (default: all)")
     p.set_defaults(func=_cmd_arch_profiles)
+
+    p = sub.add_parser("time-units", help="measure each unit's time on this host into a profile")
+    p.add_argument("--profile", required=True, help="shipped profile name or profile .json path")
+    p.add_argument("--processor", default="", help="table name (default host-<cpu>-<threads>t)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads, one table each")
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--model", default="", help="MODULE:FACTORY of the profile's network "
+                   "(digits_cnn and resnet18 need none)")
+    p.add_argument("--weights", default="", help="state_dict .pt for --model")
+    p.set_defaults(func=_cmd_time_units)
+
+    p = sub.add_parser("import-times", help="import a measured per-unit or per-split times CSV")
+    p.add_argument("--profile", required=True, help="shipped profile name or profile .json path")
+    p.add_argument("--processor", required=True, help="processor that ran the units (or the head)")
+    p.add_argument("--csv", required=True, help="unit,time_s rows or split,head_time_s,tail_time_s")
+    p.add_argument("--tail-processor", default="", help="per-split rows: processor of the tail "
+                   "column (default: --processor, which then gets the mean of both columns)")
+    p.add_argument("--note", default="", help="text recorded in the table's provenance")
+    p.set_defaults(func=_cmd_import_times)
+
+    p = sub.add_parser("fit-times", help="print a profile's unit-time fit (R², MAPE per processor)")
+    p.add_argument("--profile", required=True, help="shipped profile name or profile .json path")
+    p.set_defaults(func=_cmd_fit_times)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

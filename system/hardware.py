@@ -41,6 +41,50 @@ def kappa_to_dict(kappa: tuple[float, ...]) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class UnitTiming:
+    """How a processor's per-unit time is modelled where no table was measured on it
+    (DESIGN.md §1a): t[l](b) = overhead_s + 2 macs[l] / (F eff[l] kappa(b)).
+
+    ``carry_eff``: use the profile's fitted unit efficiencies on this processor (else
+    eff = 1). Both are off by default: each changes the decisions of every request that
+    names the processor, so a catalog entry turns them on with its evidence.
+    """
+
+    overhead_s: float = 0.0     # per-unit overhead (launch, dispatch), not sped up by kappa
+    carry_eff: bool = False
+    overhead_source: str = field(default="", compare=False)
+
+
+UNIFORM = UnitTiming()
+#: Optional catalog keys of a processor's unit timing.
+_TIMING_KEYS = ("overhead_s", "overhead_source", "carry_eff")
+
+
+def _timing(where: str, e: dict) -> UnitTiming:
+    """The catalog entry's unit timing; a nonzero overhead must cite its source."""
+    o = check_finite(f"{where}: overhead_s", e.get("overhead_s", 0.0), lo=0.0, hi=1.0, unit="s")
+    src = e.get("overhead_source", "")
+    if not isinstance(src, str) or (o > 0 and not src.strip()):
+        raise QsplitInputError(f"{where}: overhead_source: expected the source of overhead_s "
+                               f"{o:g} s as text")
+    carry = e.get("carry_eff", False)
+    if not isinstance(carry, bool):
+        raise QsplitInputError(f"{where}: carry_eff: expected true or false, got {carry!r}")
+    return UnitTiming(overhead_s=o, carry_eff=carry, overhead_source=src)
+
+
+@lru_cache(maxsize=256)
+def processor_timing(name: str) -> UnitTiming:
+    """The unit timing of a catalog device or server by name; a name outside the catalog
+    (or empty) has none: eff = 1 and no overhead, the MAC-proportional model."""
+    cat = _catalog()
+    for kind in ("devices", "servers"):
+        if name in cat[kind]:
+            return _timing(f"{kind[:-1]} {name}", cat[kind][name])
+    return UNIFORM
+
+
+@dataclass(frozen=True)
 class Device:
     """A device that runs the head of the network and talks over a radio."""
 
@@ -53,6 +97,7 @@ class Device:
     p_idle_w: float             # power while waiting for the server
     label: str = ""
     source: str = field(default="", compare=False)
+    timing: UnitTiming = field(default_factory=lambda: UNIFORM)
 
     def __post_init__(self) -> None:
         check_finite(f"device {self.name}: flops_per_s", self.flops_per_s, lo=0.0, lo_open=True)
@@ -72,6 +117,7 @@ class Server:
     flops_per_s: float          # effective fp32 FLOP/s at batch 1
     label: str = ""
     source: str = field(default="", compare=False)
+    timing: UnitTiming = field(default_factory=lambda: UNIFORM)
 
     def __post_init__(self) -> None:
         check_finite(f"server {self.name}: flops_per_s", self.flops_per_s, lo=0.0, lo_open=True)
@@ -104,21 +150,22 @@ def get_device(name: str) -> Device:
     """A catalog device by name (see :func:`device_names`)."""
     e = check_keys(f"device {name}", _entry("devices", name),
                    ["label", "gflops", "kappa", "p_comp_w", "p_tx_w", "p_rx_w", "p_idle_w",
-                    "source"])
+                    "source"], _TIMING_KEYS)
     return Device(name=name, flops_per_s=float(e["gflops"]) * 1e9,
                   kappa=parse_kappa(f"device {name}: kappa", e["kappa"]),
                   p_comp_w=e["p_comp_w"], p_tx_w=e["p_tx_w"], p_rx_w=e["p_rx_w"],
-                  p_idle_w=e["p_idle_w"], label=e["label"], source=e["source"])
+                  p_idle_w=e["p_idle_w"], label=e["label"], source=e["source"],
+                  timing=_timing(f"device {name}", e))
 
 
 def get_server(name: str) -> Server:
     """A catalog server by name (see :func:`server_names`)."""
     e = check_keys(f"server {name}", _entry("servers", name),
-                   ["label", "gflops", "kappa", "p_comp_w", "source"])
+                   ["label", "gflops", "kappa", "p_comp_w", "source"], _TIMING_KEYS)
     parse_kappa(f"server {name}: kappa", e["kappa"])
     check_finite(f"server {name}: p_comp_w", e["p_comp_w"], lo=0.0, unit="W")
     return Server(name=name, flops_per_s=float(e["gflops"]) * 1e9, label=e["label"],
-                  source=e["source"])
+                  source=e["source"], timing=_timing(f"server {name}", e))
 
 
 def catalog_entries(kind: str) -> dict[str, dict]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,13 +19,37 @@ from pathlib import Path
 import numpy as np
 
 from system.errors import QsplitInputError, check_finite, check_keys, shown
+from system.hardware import device_names, processor_timing, server_names
 from system.loaders import is_file, parse_json, read_text
 
 PROFILE_FORMAT = "qsplit-profile/1"
 SENSITIVITY_SOURCES = ("measured", "hawq_v3", "proxy", "synthetic")
 _UNIT_KEYS = ("name", "macs", "params", "out_elems", "sens_w", "sens_a")
 _TOP_REQUIRED = ("name", "in_elems", "input_bits", "base_accuracy_pct", "units")
-_TOP_OPTIONAL = ("format", "input_shape", "sensitivity_source", "provenance")
+_TOP_OPTIONAL = ("format", "input_shape", "sensitivity_source", "provenance", "unit_times")
+#: How a measured time table was obtained (its provenance's ``method``).
+TIME_METHODS = ("profiler", "import-units", "import-splits")
+#: A processor name: what a request's ``device`` or ``server`` label is matched against.
+PROCESSOR_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,99}")
+MAX_UNIT_TIME_S = 1e6
+
+
+@dataclass(frozen=True, eq=False)
+class TimeTable:
+    """Measured fp32 time of every unit on one processor at batch 1 (DESIGN.md §1a), and how
+    it was measured (``provenance``: method, date, machine, threads, repeats, source ...)."""
+
+    time_s: np.ndarray
+    provenance: dict
+
+
+@dataclass(frozen=True, eq=False)
+class UnitEfficiency:
+    """eff[l]: a unit's speed relative to its MAC share, fitted on reference processors and
+    carried to processors that have only FLOP/s; ``fit`` records the fit and its quality."""
+
+    eff: np.ndarray
+    fit: dict
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +69,8 @@ class ModelProfile:
     sensitivity_source: str = "measured"
     input_shape: tuple[int, ...] = ()
     provenance: dict = field(default_factory=dict)
+    time_tables: Mapping[str, TimeTable] = field(default_factory=dict)
+    efficiency: UnitEfficiency | None = None
 
     @property
     def n_units(self) -> int:
@@ -61,11 +89,38 @@ class ModelProfile:
                 "input_shape": list(self.input_shape), "in_elems": self.in_elems,
                 "input_bits": self.input_bits, "base_accuracy_pct": self.base_accuracy_pct,
                 "sensitivity_source": self.sensitivity_source, "provenance": self.provenance,
-                "units": units}
+                "units": units, **self._unit_times_dict()}
+
+    def _unit_times_dict(self) -> dict:
+        if not self.time_tables and self.efficiency is None:
+            return {}
+        out: dict = {"tables": {k: {"time_s": [float(x) for x in t.time_s],
+                                    "provenance": t.provenance}
+                                for k, t in sorted(self.time_tables.items())}}
+        if self.efficiency is not None:
+            out.update(eff=[float(x) for x in self.efficiency.eff], fit=self.efficiency.fit)
+        return {"unit_times": out}
 
     def sha256(self) -> str:
-        """Hash of the canonical JSON form; a policy bundle records it to refuse a mismatch."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Hash of what decides a plan for the catalog's processors; a policy bundle records
+        it to refuse a mismatch.
+
+        A time table measured on a processor outside the catalog (this host, for
+        ``execution``) changes no decision for a catalog request, nor does ``eff`` while no
+        catalog processor carries it: they are left out, so measuring them keeps the bundles
+        trained on this profile valid. Tables of catalog processors and a carried ``eff``
+        count.
+        """
+        d = self.to_dict()
+        ut = d.pop("unit_times", None)
+        if ut is not None:
+            catalog = {*device_names(), *server_names()}
+            kept: dict = {"tables": {k: v for k, v in ut["tables"].items() if k in catalog}}
+            if "eff" in ut and any(processor_timing(n).carry_eff for n in catalog):
+                kept["eff"] = ut["eff"]
+            if kept["tables"] or "eff" in kept:
+                d["unit_times"] = kept
+        text = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def save(self, path: str | Path) -> None:
@@ -183,11 +238,74 @@ def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
     prov = d.get("provenance", {})
     if not isinstance(prov, dict):
         raise QsplitInputError(f"{where}.provenance: expected a JSON object")
+    macs = np.asarray(cols["macs"], dtype=np.float64)
+    tables, eff = _unit_times(f"{where}.unit_times", d.get("unit_times"), macs)
     return ModelProfile(
         name=name, unit_names=tuple(names),
         **{k: np.asarray(v, dtype=np.float64) for k, v in cols.items()},
         in_elems=int(in_elems), input_bits=int(input_bits), base_accuracy_pct=acc,
-        sensitivity_source=src, input_shape=tuple(shape), provenance=prov)
+        sensitivity_source=src, input_shape=tuple(shape), provenance=prov,
+        time_tables=tables, efficiency=eff)
+
+
+def check_processor_name(where: str, name: object) -> str:
+    """A processor name (1-100 letters, digits, '_', '.', '+', '@' or '-')."""
+    if not isinstance(name, str) or not PROCESSOR_NAME.fullmatch(name):
+        raise QsplitInputError(f"{where}: {shown(name)} is not a processor name (1-100 letters, "
+                               "digits, '_', '.', '+', '@' or '-', not starting with a sign)")
+    return name
+
+
+def _per_unit(where: str, values: object, n: int, lo: float, hi: float, unit: str) -> np.ndarray:
+    if not isinstance(values, list) or len(values) != n:
+        raise QsplitInputError(f"{where}: expected a list of {n} numbers (one per unit) in {unit}")
+    return np.array([check_finite(f"{where}[{i}]", v, lo=lo, hi=hi, lo_open=True, unit=unit)
+                     for i, v in enumerate(values)], dtype=np.float64)
+
+
+def _unit_times(where: str, data: object, macs: np.ndarray
+                ) -> tuple[dict[str, TimeTable], UnitEfficiency | None]:
+    """The measured time tables and fitted efficiencies of a profile (DESIGN.md §1a)."""
+    if data is None:
+        return {}, None
+    d = check_keys(where, data, ("tables",), ("eff", "fit"))
+    if not isinstance(d["tables"], dict):
+        raise QsplitInputError(f"{where}.tables: expected an object keyed by processor name")
+    tables = {}
+    for name, t in d["tables"].items():
+        tw = f"{where}.tables[{name!r}]"
+        check_processor_name(tw, name)
+        t = check_keys(tw, t, ("time_s", "provenance"))
+        prov = t["provenance"]
+        if not isinstance(prov, dict) or not isinstance(prov.get("date"), str):
+            raise QsplitInputError(f"{tw}.provenance: expected an object with at least 'method' "
+                                   "and 'date' (how and when the times were measured)")
+        if prov.get("method") not in TIME_METHODS:
+            raise QsplitInputError(f"{tw}.provenance.method: {shown(prov.get('method'))} is not one "
+                                   f"of {list(TIME_METHODS)}")
+        tables[name] = TimeTable(_per_unit(f"{tw}.time_s", t["time_s"], len(macs), 0.0,
+                                           MAX_UNIT_TIME_S, "s"), prov)
+    if ("eff" in d) != ("fit" in d):
+        raise QsplitInputError(f"{where}: eff and fit go together (the efficiencies and the fit "
+                               "they come from)")
+    if "eff" not in d:
+        return tables, None
+    eff = _per_unit(f"{where}.eff", d["eff"], len(macs), 0.0, 1e6, "(unitless)")
+    idle = np.flatnonzero((macs == 0) & (eff != 1.0))
+    if idle.size:
+        raise QsplitInputError(f"{where}.eff[{idle[0]}]: {eff[idle[0]]:g} on a unit without MACs; "
+                               "expected 1")
+    mean = float(np.sum(macs / eff) / np.sum(macs))
+    if abs(mean - 1.0) > 1e-9:
+        raise QsplitInputError(f"{where}.eff: MAC-weighted harmonic mean {mean:.12g}; expected 1 "
+                               "(sum macs/eff = sum macs, within 1e-9)")
+    fit = check_keys(f"{where}.fit", d["fit"], ("method", "reference", "processors"),
+                     ("comparison", "date", "carried"))
+    ref = fit["reference"]
+    if not isinstance(ref, list) or not ref or any(r not in tables for r in ref):
+        raise QsplitInputError(f"{where}.fit.reference: expected a non-empty list of the names "
+                               f"of tables in {where}.tables, got {shown(ref)}")
+    return tables, UnitEfficiency(eff, fit)
 
 
 def load_profile_file(path: str | Path) -> ModelProfile:
