@@ -33,16 +33,32 @@ def _round(u: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     return torch.floor(u + torch.rand(u.shape, generator=gen, dtype=u.dtype))
 
 
-def quantize_weight(w: torch.Tensor, bits: int, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Per-output-channel symmetric quantization (2^b levels over [-max|w_c|, +max|w_c|])."""
-    if bits >= 32:
-        return w
+def weight_codes(
+    w: torch.Tensor, bits: int, gen: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes k in [0, 2^b - 1] and per-channel ranges m of :func:`quantize_weight`.
+
+    The value of code k is ``weight_from_codes(k, m, bits)``; m has w's rank (size 1 past dim 0).
+    """
     levels = 2.0**bits - 1.0
     m = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-12)
     m = m.view(-1, *([1] * (w.dim() - 1)))
     step = 2.0 * m / levels
-    k = _round((w + m) / step, gen).clamp(0.0, levels)
+    return _round((w + m) / step, gen).clamp(0.0, levels), m
+
+
+def weight_from_codes(k: torch.Tensor, m: torch.Tensor, bits: int) -> torch.Tensor:
+    """The weights that codes ``k`` with per-channel ranges ``m`` stand for (float32 grid)."""
+    step = 2.0 * m / (2.0**bits - 1.0)
     return k * step - m
+
+
+def quantize_weight(w: torch.Tensor, bits: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Per-output-channel symmetric quantization (2^b levels over [-max|w_c|, +max|w_c|])."""
+    if bits >= 32:
+        return w
+    k, m = weight_codes(w, bits, gen)
+    return weight_from_codes(k, m, bits)
 
 
 def quantize_activation(
@@ -51,13 +67,21 @@ def quantize_activation(
     """Per-tensor affine quantization over [min, max] of each request's tensor (dim 0 = batch)."""
     if bits >= 32:
         return x
+    k, lo, step = activation_codes(x, bits, gen)
+    return k * step + lo
+
+
+def activation_codes(
+    x: torch.Tensor, bits: int, gen: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Codes k in [0, 2^b - 1] and the per-request (lo, step) of :func:`quantize_activation`;
+    the value of code k is ``k * step + lo`` (lo and step have x's rank, size 1 past dim 0)."""
     levels = 2.0**bits - 1.0
     flat = x.flatten(1)
     lo = flat.amin(dim=1).view(-1, *([1] * (x.dim() - 1)))
     hi = flat.amax(dim=1).view(-1, *([1] * (x.dim() - 1)))
     step = ((hi - lo) / levels).clamp_min(1e-12)
-    k = _round((x - lo) / step, gen).clamp(0.0, levels)
-    return k * step + lo
+    return _round((x - lo) / step, gen).clamp(0.0, levels), lo, step
 
 
 def quantizable_weights(unit: nn.Module) -> list[nn.Parameter]:

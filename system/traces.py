@@ -269,6 +269,40 @@ def read_5gophers(path: str | Path, *, on_zero: ZeroPolicy = "drop") -> list[Tra
             for key, (ts, rs, ns) in series.items()]
 
 
+MAHIMAHI_PACKET_BYTES = 1500
+
+
+def read_mahimahi(path: str | Path, *, bin_s: float = 0.1, on_zero: ZeroPolicy = "drop") -> Trace:
+    """Read a Mahimahi link trace: one line per 1500-byte delivery opportunity, its time in ms.
+
+    A timestamp repeated k times is k packets in that millisecond. The file loops at its end
+    (period: the last timestamp, rounded up to a whole bin). Opportunities are counted per
+    ``bin_s`` bin from 0; the Trace's samples are the bins' start times and rates
+    (packets x 1500 x 8 / bin_s). The direction is the file's suffix (.up / .down).
+    """
+    if not (isinstance(bin_s, (int, float)) and math.isfinite(bin_s) and 0.001 <= bin_s <= 60):
+        raise QsplitInputError(f"bin_s: {bin_s!r} s is outside [0.001, 60]")
+    p, lines = _read_lines(path)
+    stamps: list[float] = []
+    for i, line, tok in _data_lines(lines):
+        if len(tok) != 1:
+            raise QsplitInputError(f"{p}: line {i}: expected one field 'ms', got {_short(line)}")
+        ms = _number(p, i, line, tok[0], "timestamp in ms")
+        if ms < 0 or (stamps and ms < stamps[-1]):
+            raise QsplitInputError(f"{p}: line {i}: expected a timestamp >= 0 and not below the "
+                                   f"previous one, got {tok[0]}")
+        stamps.append(ms)
+    if not stamps:
+        raise QsplitInputError(f"{p}: empty trace, expected at least one timestamp")
+    n_bins = max(1, math.ceil(stamps[-1] / 1e3 / bin_s))
+    idx = np.minimum((np.asarray(stamps) / 1e3 / bin_s).astype(np.int64), n_bins - 1)
+    counts = np.bincount(idx, minlength=n_bins)
+    rates = counts * MAHIMAHI_PACKET_BYTES * 8.0 / bin_s
+    direction = {".up": "uplink", ".down": "downlink"}.get(p.suffix.lower(), "unstated")
+    return _finish(p, p.name, "mahimahi", direction, np.arange(n_bins) * bin_s, rates,
+                   list(range(1, n_bins + 1)), on_zero)
+
+
 _DOC_SUFFIXES = frozenset({".md", ".txt", ".rst", ".pdf", ".json", ".yaml", ".yml", ".py"})
 
 

@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "agents": {"envs", "system", "runtime"},      # agents write the bundles runtime reads
     "runtime": {"system"},
     "profiling": {"system"},
-    "execution": {"system"},
+    "execution": {"system", "profiling", "runtime"},  # the one quantizer; bundles as deciders
     "service": {"runtime", "system"},
     "leaderboard": {"agents", "runtime", "system"},
 }
