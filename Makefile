@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[rl,profiling,onnx,sign,dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[rl,profiling,onnx,sign,dev,service]"
 	touch $(STAMP)
 
 demo: setup
