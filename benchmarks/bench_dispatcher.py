@@ -7,20 +7,30 @@ on), on requests drawn from the default scenario, one at a time (wall clock per 
   repair when the policy's plan is over budget, as it happens);
 * ``dict_median_us``: the same from a plain dict of SI fields, validation included;
 * ``policy_path_median_us``: the median over the requests the guard passes unrepaired;
-* ``batch_per_s``: decisions per second of ``decide_batch`` on batches of 1,024 Requests;
-* ``optimizer_median_us``: :func:`system.optimal.solve` (unit tables included);
+* ``batch_per_s``: decisions per second of ``decide_batch`` on batches of 1,024 Requests
+  (the median batch of several passes), on one core: BLAS runs one thread (``--threads``);
+* ``optimizer_median_us``: :func:`system.optimal.solve` (unit tables included), and
+  ``optimizer_per_s``, its decisions per second one after another (one core);
+* ``throughput_ratio``: ``batch_per_s / optimizer_per_s``, decisions per core-second;
+* ``out_of_range_share``: the share of the requests outside the policy's training support
+  (the ones the default dispatcher sends to the exact optimizer, row by row in a batch);
 * ``refine_median_us``: ``decide`` with ``refine=True`` (local search with the cost model);
 * ``policy_mean_regret`` / ``refine_mean_regret``: mean of cost / optimal cost - 1 (a
   fraction: 0.002 is 0.2%) over the optimizer's requests;
 * ``breakdown_us``: where the time of one decision goes, warm (the best of repeated calls on
   one request, median over 200 requests): ``features``, ``forward`` (the MLP), ``decide``
   on requests the guard passes, and the pieces of a repair: ``unit_tables``,
-  ``repair_indices``.
+  ``repair_indices``; and ``support`` (the training-support check) and ``floor`` (the
+  fixed plans' floor) on the requests the guard passes;
+* ``models``: for every committed bundle (``runtime/bundles``), ``units``, ``median_us``,
+  ``batch_per_s``, ``optimizer_median_us`` and ``ratio`` (its throughput ratio), on
+  ``--model-requests`` requests each.
 
 The last line printed is one JSON object. Timings depend on the machine and its load (the
 JSON records the load average); run it on an idle machine.
 
     python benchmarks/bench_dispatcher.py [--model resnet18 | --bundle DIR] [--requests 3000]
+        [--threads 1]
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime import Dispatcher
 from runtime import features as rf
-from runtime.dispatcher import DEFAULT_MODEL
+from runtime.dispatcher import DEFAULT_MODEL, bundles_root
 from system.accuracy import drop_limit_pp
 from system.cost import evaluate_plans, unit_tables
 from system.fields import WIDTH_FIELDS
@@ -86,13 +96,16 @@ def _warm_us(fn: Callable[..., Any], *args: Any, number: int = 50) -> float:
 def breakdown(d: Dispatcher, reqs: list) -> dict[str, float]:
     """Median warm cost of each step of a decision and of a repair (see the docstring)."""
     rows: dict[str, list[float]] = {k: [] for k in (
-        "features", "forward", "decide", "unit_tables", "repair_indices")}
+        "features", "forward", "support", "floor", "decide", "unit_tables", "repair_indices")}
     for r in reqs:
         feats = d._features_of_request(r)
         rows["features"].append(_warm_us(d._features_of_request, r))
         rows["forward"].append(_warm_us(d.net.forward, feats))
-        cut, w, a = d._policy(feats, drop_limit_pp(r.eps_pp))
+        limit = drop_limit_pp(r.eps_pp)
+        cut, w, a = d._policy(feats, limit)
         if d.decide_detailed(r).path == "policy":
+            rows["support"].append(_warm_us(d.support.outside, feats))
+            rows["floor"].append(_warm_us(d._floor, r, (cut, w, a), limit))
             rows["decide"].append(_warm_us(d.decide, r))
             continue
         T = unit_tables(d.profile, r, d.bits)
@@ -101,6 +114,42 @@ def breakdown(d: Dispatcher, reqs: list) -> dict[str, float]:
         rows["repair_indices"].append(_warm_us(repair_indices, T, r.eps_pp, cut, wi, a,
                                                 number=20))
     return {k: round(float(np.median(v)), 2) for k, v in rows.items() if v}
+
+
+def batch_rate(d: Dispatcher, reqs: list, size: int, passes: int = 5) -> float:
+    """Decisions per second of ``decide_batch``: the median batch over ``passes`` passes."""
+    batches = [reqs[i:i + size] for i in range(0, len(reqs) - size + 1, size)] or [reqs]
+    d.decide_batch(batches[0])                                # warm-up
+    times = []
+    for _ in range(passes):
+        for b in batches:
+            t0 = time.perf_counter()
+            d.decide_batch(b)
+            times.append((time.perf_counter() - t0) / len(b))
+    return 1.0 / float(np.median(times))
+
+
+def optimizer_times(d: Dispatcher, reqs: list) -> tuple[np.ndarray, list]:
+    """Seconds per :func:`system.optimal.solve` (unit tables included), and the solutions."""
+    sols, t = [], np.empty(len(reqs))
+    for i, r in enumerate(reqs):
+        t1 = time.perf_counter_ns()
+        sols.append(solve(d.profile, r, d.bits, tables=unit_tables(d.profile, r, d.bits)))
+        t[i] = (time.perf_counter_ns() - t1) * 1e-9
+    return t, sols
+
+
+def model_figures(model: str, reqs: list, n_opt: int, size: int) -> dict[str, float]:
+    """One committed bundle's figures (see the module docstring's ``models``)."""
+    d = Dispatcher.load(model=model)
+    for r in reqs[:200]:
+        d.decide(r)
+    med = float(np.median(_timed(d.decide, reqs))) * 1e6
+    rate = batch_rate(d, reqs, size, passes=3)
+    t_opt, _ = optimizer_times(d, reqs[:n_opt])
+    return {"units": d.profile.n_units, "median_us": round(med, 2), "batch_per_s": round(rate),
+            "optimizer_median_us": round(float(np.median(t_opt)) * 1e6, 1),
+            "ratio": round(rate * float(np.sum(t_opt)) / len(t_opt), 1)}
 
 
 def main() -> None:
@@ -112,7 +161,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--scenario", default="default")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", default="1", help="BLAS threads (1: one core)")
+    ap.add_argument("--model-requests", type=int, default=2048,
+                    help="requests per committed bundle in the per-model figures")
     args = ap.parse_args()
+    blas = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    if any(os.environ.get(v) != args.threads for v in blas):   # BLAS reads them when it loads
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  {**os.environ, **dict.fromkeys(blas, args.threads)})
 
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
     d = Dispatcher.load(args.bundle, model=args.model)
@@ -133,37 +189,34 @@ def main() -> None:
     on_policy = np.array([p == "policy" for p in paths])
     fast_med = float(np.median(t_one[on_policy])) * 1e6 if on_policy.any() else float("nan")
 
-    batches = [reqs[i:i + args.batch] for i in range(0, len(reqs) - args.batch + 1, args.batch)] \
-        or [reqs]
-    n_dec = sum(len(b) for b in batches)
-    t0 = time.perf_counter()
-    for b in batches:
-        d.decide_batch(b)
-    batch_per_s = n_dec / (time.perf_counter() - t0)
+    batch_per_s = batch_rate(d, reqs, args.batch)
+    oor_share = float(np.mean([d.support.outside(d._features_of_request(r)) for r in reqs]))
 
     sub = reqs[:args.optimizer_requests]
-    sols = []
-    t_opt = np.empty(len(sub))
-    for i, r in enumerate(sub):
-        t1 = time.perf_counter_ns()
-        sols.append(solve(prof, r, d.bits, tables=unit_tables(prof, r, d.bits)))
-        t_opt[i] = (time.perf_counter_ns() - t1) * 1e-9
+    t_opt, sols = optimizer_times(d, sub)
+    optimizer_per_s = len(sub) / float(np.sum(t_opt))
     t_ref = _timed(dr.decide, sub)
     opt = np.array([s.cost for s in sols])
     pol = np.array([evaluate_plans(prof, r, [d.decide(r)]).cost[0] for r in sub])
     ref = np.array([evaluate_plans(prof, r, [dr.decide(r)]).cost[0] for r in sub])
     opt_med = float(np.median(t_opt)) * 1e6
     parts = breakdown(d, reqs[:200])
+    models = {m: model_figures(m, reqs[:args.model_requests], min(200, args.optimizer_requests),
+                               args.batch)
+              for m in sorted(p.name for p in bundles_root().iterdir() if (p / "contract.json").is_file())}
     print(f"dispatcher: median {med:.2f} us (dict input {np.median(t_dict) * 1e6:.2f} us), "
           f"p99 {np.percentile(t_one, 99) * 1e6:.1f} us over {len(reqs)} requests of "
           f"{prof.name} ({prof.n_units} units); paths "
           f"{ {p: paths.count(p) for p in sorted(set(paths))} }")
-    print(f"batch:      {batch_per_s:,.0f} decisions/s in batches of {args.batch}")
-    print(f"optimizer:  median {opt_med:.1f} us over {len(sub)} requests; "
-          f"speedup {opt_med / med:.0f}x")
+    print(f"batch:      {batch_per_s:,.0f} decisions/s in batches of {args.batch} "
+          f"(BLAS threads {args.threads}); {oor_share:.2%} of requests out of support")
+    print(f"optimizer:  median {opt_med:.1f} us over {len(sub)} requests, "
+          f"{optimizer_per_s:,.0f}/s; speedup {opt_med / med:.0f}x per call, "
+          f"{batch_per_s / optimizer_per_s:.0f}x in throughput")
     print(f"refine:     median {np.median(t_ref) * 1e6:.1f} us; mean regret "
           f"{np.mean(pol / opt - 1) * 100:.3f}% -> {np.mean(ref / opt - 1) * 100:.3f}%")
     print(f"breakdown:  warm medians (us) {parts}")
+    print(f"models:     {models}")
     print(json.dumps({
         "model": prof.name, "units": prof.n_units, "requests": len(reqs),
         "median_us": round(med, 2),
@@ -171,6 +224,10 @@ def main() -> None:
         "policy_path_median_us": round(fast_med, 2),
         "dict_median_us": round(float(np.median(t_dict)) * 1e6, 2),
         "batch_per_s": round(batch_per_s), "batch_size": args.batch,
+        "blas_threads": args.threads,
+        "optimizer_per_s": round(optimizer_per_s, 1),
+        "throughput_ratio": round(batch_per_s / optimizer_per_s, 1),
+        "out_of_range_share": round(oor_share, 4),
         "optimizer_median_us": round(opt_med, 1),
         "speedup_vs_optimizer": round(opt_med / med, 1),
         "refine_median_us": round(float(np.median(t_ref)) * 1e6, 1),
@@ -179,6 +236,7 @@ def main() -> None:
         "refine_p95_regret": round(float(np.percentile(ref / opt - 1, 95)), 6),
         "repair_rate": round(paths.count("repaired") / len(paths), 4),
         "breakdown_us": parts,
+        "models": models,
         "optimizer_requests": len(sub), "loadavg_1min": round(load0, 2),
         "machine": platform.machine(), "python": platform.python_version(),
         "numpy": np.__version__}))

@@ -2,9 +2,9 @@
 
 Per request: the observation (:mod:`runtime.features`, bit-identical to the env's), the
 actor MLP (:mod:`runtime.policy`), argmax per head among the options the env's action mask
-allows (MaskablePPO bundles), the canonical plan, then the guard. The batch form re-decides
-every row with a near tie of two logits through the single-request code, so the two forms
-always agree; against torch the tests find no difference on 10,000 requests.
+allows (MaskablePPO bundles), the canonical plan, then the guard. The batch form
+(:mod:`runtime.batch`) vectorises every step and gives the same plans as the single form
+(tested on 10,000 requests); against torch the tests find no difference on 10,000 requests.
 
 The guard recomputes the plan's drop from the profile's accuracy model
 (:func:`system.cost.drop_sum_pp`, the repair's own sum) and, when it exceeds the budget,
@@ -38,19 +38,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from runtime import batch as rb
 from runtime import features as rf
 from runtime.bundle import Bundle, BundleError, load_bundle
-from runtime.policy import Action, MaskTable, PolicyNet, near_tie
+from runtime.policy import Action, MaskTable, PolicyNet
 from runtime.refine import refine as refine_plan
 from runtime.support import SupportCheck
 from runtime.trivial import TrivialPlans
 from system.accuracy import drop_limit_pp
-from system.cost import drop_sum_pp, drop_sums_pp, drop_tables, plan_report, unit_tables
+from system.cost import drop_sum_pp, drop_tables, plan_report, unit_tables
 from system.errors import QsplitInputError
 from system.optimal import solve
 from system.plan import NO_ACT_BITS, Plan
@@ -60,6 +62,7 @@ from system.request import Request
 PATHS = ("policy", "repaired", "fallback", "refined", "trivial")
 FALLBACKS = ("none", "infeasible", "out_of_range")
 DEFAULT_MODEL = "resnet18"
+PLAN_CACHE_MAX = 65536
 
 #: A request as the caller gave it: a Request, or its flat tuple (from a mapping or arrays).
 Source = Request | tuple[float, ...]
@@ -138,7 +141,7 @@ class Dispatcher:
         self.fallback = fallback
         self.refine = refine
         self.cut_radius = cut_radius
-        self._plain = fallback != "out_of_range" and not refine    # the fast path applies
+        self._check_support = fallback == "out_of_range"
         self.support = SupportCheck(bundle.support, bundle.encoder)
         self.L, self.K = self.profile.n_units, len(self.bits)
         self.net = PolicyNet(bundle)
@@ -151,6 +154,9 @@ class Dispatcher:
         self.mask = MaskTable(bundle, self._weight_drops, self._act_drops, self.net.n_logits)
         self.trivial = TrivialPlans(self.profile, self.bits, self._weight_drop_rows,
                                     self._act_drop_rows) if trivial_guard else None
+        self._plans: dict[tuple[int, ...], Plan] = {}          # plans are few: made once
+        self._row_plans: dict[tuple[int, ...], Plan] = {}      # by batch row: cut, act, all w
+        self._plain_labels: dict[str, bool] = {}                # see runtime.batch
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, model: str = DEFAULT_MODEL,
@@ -192,11 +198,13 @@ class Dispatcher:
         return self.support.outside(features)
 
     def _floor(self, source: Source, action: Action, limit_pp: float) -> Action | None:
-        """The best fixed plan where it is cheaper than ``action`` (:mod:`runtime.trivial`)."""
+        """The best fixed plan where it is cheaper than ``action`` (:mod:`runtime.trivial`),
+        costed on the processors a Request names (as the repair's unit tables are)."""
         if self.trivial is None:
             return None
-        t = source if isinstance(source, tuple) else rf.from_request(source)
-        return self.trivial.floor(t, action, limit_pp)
+        if isinstance(source, tuple):
+            return self.trivial.floor(source, action, limit_pp)
+        return self.trivial.floor(source, action, limit_pp, source.device, source.server)
 
     def _drop(self, action: Action) -> float:
         """The drop of an action, summed as the repair sums it."""
@@ -205,9 +213,21 @@ class Dispatcher:
                            self._act_drop_rows[p][a])
 
     def _plan(self, action: Action) -> Plan:
-        bits = self.bits
         p, w, a = action
-        return Plan(p, tuple([bits[k] for k in w]), bits[a] if 0 < p < self.L else NO_ACT_BITS)
+        key = (p, a, *w)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= PLAN_CACHE_MAX:
+                self._plans.clear()
+            bits = self.bits
+            plan = self._plans[key] = Plan(p, tuple([bits[k] for k in w]),
+                                           bits[a] if 0 < p < self.L else NO_ACT_BITS)
+        return plan
+
+    @staticmethod
+    def path_code(path: str) -> int:
+        """The index of a path in :data:`PATHS` (the codes :meth:`decide_arrays` returns)."""
+        return PATHS.index(path)
 
     def _index(self, plan: Plan) -> Action:
         idx = {b: i for i, b in enumerate(self.bits)}
@@ -251,11 +271,14 @@ class Dispatcher:
             features = self._features_of_tuple(source)
         limit = drop_limit_pp(eps)
         action = self._policy(features, limit)
-        if not (self._plain and self._drop(action) <= limit):
-            oor = self.fallback == "out_of_range" and self._out_of_range(features)
+        oor = self._check_support and self.support.outside(features)
+        if oor or self.refine or self._drop(action) > limit:
             action = self._guard(source, action, oor).action
-        floor = self._floor(source, action, limit)
-        return self._plan(floor if floor is not None else action)
+        if self.trivial is not None:
+            floor = self._floor(source, action, limit)
+            if floor is not None:
+                action = floor
+        return self._plan(action)
 
     def decide_detailed(self, request: Request | Mapping[str, object]) -> Decision:
         """The plan with the path that decided it, its drop and the network's own plan."""
@@ -287,10 +310,11 @@ class Dispatcher:
 
     def decide_batch(self, requests: Sequence[Request | Mapping[str, object]]
                      ) -> list[Plan | BatchItemError]:
-        """Plans for many requests: one vectorised forward pass, the guard per row as above.
+        """Plans for many requests, every step vectorised (:mod:`runtime.batch`).
 
         Each item is answered on its own: a plan, or for an item that is not a valid request
-        a :class:`BatchItemError` naming ``request[i]`` (never raised). All valid: all plans.
+        a :class:`BatchItemError` naming ``request[i]`` (never raised). All valid: all plans,
+        the ones one-at-a-time decisions give.
         """
         out: list[Plan | BatchItemError | None] = [None] * len(requests)
         sources: list[Source] = []
@@ -302,10 +326,19 @@ class Dispatcher:
             except QsplitInputError as exc:
                 out[i] = BatchItemError(i, str(exc))
         if sources:
-            rows = [rf.from_request(s) if isinstance(s, Request) else s for s in sources]
-            cuts, w_idx, act_idx, _ = self._batch(rows, sources)
-            for j, p in enumerate(cuts.tolist()):
-                out[where[j]] = self._plan((p, w_idx[j][:p], int(act_idx[j])))
+            M = np.fromiter(chain.from_iterable(
+                s if isinstance(s, tuple) else rf.from_request(s) for s in sources),
+                np.float64, len(sources) * len(rf.FIELDS)).reshape(len(sources), -1)
+            cuts, w_idx, act_idx, _ = rb.decide_matrix(self, M, sources)
+            rows = np.concatenate([cuts[:, None], act_idx[:, None], w_idx], axis=1).tolist()
+            known = self._row_plans
+            if len(known) >= PLAN_CACHE_MAX:
+                known.clear()
+            for j, row in zip(where, map(tuple, rows), strict=True):
+                plan = known.get(row)
+                if plan is None:
+                    plan = known[row] = self._plan((row[0], list(row[2:2 + row[0]]), row[1]))
+                out[j] = plan
         return out  # type: ignore[return-value]
 
     def decide_arrays(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray,
@@ -315,68 +348,9 @@ class Dispatcher:
         Returns (cuts (N,), weight bits (N, L) with 32 past the cut, act bits (N,), path
         codes (N,) indexing :data:`PATHS`) - the form :mod:`system.cost` evaluates.
         """
-        rows = rf.rows_from_arrays(arrays)
-        cuts, w_idx, act_idx, paths = self._batch(rows, rows)
+        cuts, w_idx, act_idx, paths = rb.decide_matrix(self, rf.matrix_from_arrays(arrays))
         bits = np.asarray(self.bits)
         return cuts, bits[w_idx], bits[act_idx], paths
-
-    def _batch(self, rows: list[tuple[float, ...]], sources: Sequence[Source]
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Index form of the batch: cuts, weight indices (k32 past the cut), act indices, paths."""
-        N, L, K, k32 = len(rows), self.L, self.K, self.net.k32
-        arr = rf.to_arrays(rows)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            obs = self.encoder.encode_arrays(arr)
-        logits = self.net.forward_batch(obs)
-        limit = drop_limit_pp(arr["eps_pp"])
-        mask_rows = np.searchsorted(self.mask.thresholds, limit, side="right") \
-            if self.mask.thresholds else np.zeros(N, np.int64)
-        logits += self.mask.rows[mask_rows]
-        cuts = logits[:, :L + 1].argmax(1)
-        inner = (cuts > 0) & (cuts < L)
-        heads = logits[:, L + 1:].reshape(N, L + 1, K)
-        act_idx = np.where(inner, heads[:, 0].argmax(1), k32)
-        w_idx = heads[:, 1:].argmax(2)
-        # near ties: re-decide those rows with the single-request code (see the module doc)
-        tie = near_tie(logits[:, :L + 1])
-        used = np.concatenate([inner[:, None], np.arange(L)[None, :] < cuts[:, None]], axis=1)
-        tie |= np.any(used & near_tie(heads), axis=1)
-        for i in np.flatnonzero(tie).tolist():
-            row_logits = self.net.forward(obs[i].tolist())
-            row_logits += self.mask.rows[mask_rows[i]]
-            p, w, a = self.net.decode(row_logits)
-            cuts[i], act_idx[i], w_idx[i, :p] = p, a, w
-        on = np.arange(L)[None, :] < cuts[:, None]
-        w_idx = np.where(on, w_idx, k32)
-        drop = drop_sums_pp(np.where(on, self._weight_drops[np.arange(L)[None, :], w_idx], 0.0),
-                            self._act_drops[cuts, act_idx])
-        out_of_range = self.support.outside_batch(obs)
-        # rows the guard must look at one by one: over budget, out of range with that
-        # fallback, or refined
-        slow = drop > limit
-        if self.fallback == "out_of_range":
-            slow |= out_of_range
-        if self.refine:
-            slow[:] = True
-        paths = np.zeros(N, dtype=np.int64)
-        for i in np.flatnonzero(slow).tolist():
-            p = int(cuts[i])
-            (p, w, a), path, _ = self._guard(
-                sources[i], (p, w_idx[i, :p].tolist(), int(act_idx[i])), bool(out_of_range[i]))
-            cuts[i], act_idx[i] = p, a
-            w_idx[i] = k32
-            w_idx[i, :p] = w
-            paths[i] = PATHS.index(path)
-        if self.trivial is not None:
-            limits = limit.tolist()
-            for i, p in enumerate(cuts.tolist()):
-                floor = self._floor(rows[i], (p, w_idx[i, :p].tolist(), int(act_idx[i])), limits[i])
-                if floor is not None:
-                    p, w, a = floor
-                    cuts[i], act_idx[i], w_idx[i] = p, a, k32
-                    w_idx[i, :p] = w
-                    paths[i] = PATHS.index("trivial")
-        return cuts, w_idx, act_idx, paths
 
 
 __all__ = ["FALLBACKS", "PATHS", "BatchItemError", "Decision", "Dispatcher", "default_bundle_path"]

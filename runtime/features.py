@@ -139,18 +139,23 @@ def from_mapping(d: Mapping[str, object], where: str = "request") -> tuple[float
     return t
 
 
-def to_arrays(rows: list[tuple[float, ...]]) -> dict[str, np.ndarray]:
-    """Flat tuples as :func:`system.request.request_arrays` output."""
-    a = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FIELDS))
-    out = {f: a[:, i] for i, f in enumerate(SCALAR_FIELDS)}
+def matrix_of(rows: list[tuple[float, ...]]) -> np.ndarray:
+    """Flat tuples as an (N, F) float64 matrix, one request a row."""
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FIELDS))
+
+
+def columns(M: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows of a matrix of flat tuples as :func:`system.request.request_arrays` output."""
+    out = {f: M[:, i] for i, f in enumerate(SCALAR_FIELDS)}
     n, k = len(SCALAR_FIELDS), len(KERNEL_WIDTHS)
     for i, f in enumerate(WIDTH_FIELDS):
-        out[f.name] = a[:, n + i * k:n + (i + 1) * k]
+        out[f.name] = M[:, n + i * k:n + (i + 1) * k]
     return out
 
 
-def rows_from_arrays(arrays: Mapping[str, np.ndarray]) -> list[tuple[float, ...]]:
-    """Validate request arrays field by field (errors name the field and the first bad row)."""
+def matrix_from_arrays(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Validate request arrays field by field (errors name the field and the first bad row);
+    the requests as :func:`matrix_of` gives them."""
     if not isinstance(arrays, Mapping):
         raise QsplitInputError("requests: expected a mapping of field -> array")
     if not _ALLOWED.issuperset(arrays):
@@ -189,7 +194,7 @@ def rows_from_arrays(arrays: Mapping[str, np.ndarray]) -> list[tuple[float, ...]
     if bad.size:
         i = int(bad[0])
         raise explain_flat(f"request[{i}]", M[i].tolist())
-    return [tuple(r) for r in M.tolist()]
+    return M
 
 
 def _div(a: float, b: float) -> float:

@@ -100,6 +100,9 @@ class PolicyNet:
                        for h in bundle.hidden]
         self.out = np.ascontiguousarray(np.hstack([bundle.action.weight,
                                                    bundle.action.bias[:, None]]), np.float32)
+        # bound methods and in-place activations, looked up once: forward runs per request
+        self._steps = [(W.dot, _IN_PLACE[act]) for W, act in self.hidden]
+        self._out_dot = self.out.dot
 
     @property
     def n_logits(self) -> int:
@@ -109,13 +112,11 @@ class PolicyNet:
     def forward(self, features: list[float]) -> np.ndarray:
         """Logits of every head for one observation (float32, gemv)."""
         x = np.frombuffer(self._pack(*features, 1.0), np.float32)
-        for W, act in self.hidden:
-            x = W.dot(x)
-            if act == "tanh":
-                np.tanh(x, out=x)
-            elif act == "relu":
-                np.maximum(x, 0.0, out=x)
-        return self.out.dot(x)
+        for dot, act in self._steps:
+            x = dot(x)
+            if act is not None:
+                act(x, x)
+        return self._out_dot(x)
 
     def forward_batch(self, obs: np.ndarray) -> np.ndarray:
         """Logits of N observations (float32, gemm)."""
@@ -146,6 +147,14 @@ def near_tie(logits: np.ndarray, rel: float = 1e-4) -> np.ndarray:
     top = two[..., 1]
     with np.errstate(invalid="ignore"):
         return (top - two[..., 0]) <= rel * (1.0 + np.abs(top))
+
+
+def _relu(x: np.ndarray, out: np.ndarray) -> None:
+    np.maximum(x, 0.0, out=out)
+
+
+#: Each activation applied in place (None: identity).
+_IN_PLACE = {"tanh": np.tanh, "relu": _relu, "identity": None}
 
 
 def _augment(weight: np.ndarray, bias: np.ndarray, activation: str) -> np.ndarray:

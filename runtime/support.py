@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import operator
-import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -69,6 +68,15 @@ def parse_support(obs: dict, n: int) -> Support | None:
     return out[0], out[1]
 
 
+def _rounds_up_to(bound: float) -> float:
+    """The least double whose float32 rounding (to nearest, ties to even) is >= ``bound``, a
+    finite float32 value: x >= it exactly when float32(x) >= bound."""
+    b32 = np.float32(bound)
+    below = float(np.nextafter(b32, np.float32(-np.inf)))
+    mid = (below + bound) / 2.0                  # exact: one more bit than a float32
+    return mid if np.float32(mid) >= b32 else float(np.nextafter(mid, np.inf))
+
+
 class SupportCheck:
     """Whether an observation lies outside the training support (or, without one, is clipped).
 
@@ -89,14 +97,14 @@ class SupportCheck:
             self.lo = np.clip(smin - pad, -clip, clip).astype(np.float32)
             self.hi = np.clip(smax + pad, -clip, clip).astype(np.float32)
         self.recorded = support is not None
-        self._lo: list[float] = self.lo.astype(np.float64).tolist()
-        self._hi: list[float] = self.hi.astype(np.float64).tolist()
-        self._round = struct.Struct(f"<{n}f")
+        self._lo: list[float] = [_rounds_up_to(float(b)) for b in self.lo]
+        self._hi: list[float] = [-_rounds_up_to(-float(b)) for b in self.hi]
 
     def outside(self, features: Sequence[float]) -> bool:
-        """One observation (float64 values before the float32 rounding)."""
-        x = self._round.unpack(self._round.pack(*features))
-        return not (all(map(operator.le, self._lo, x)) and all(map(operator.le, x, self._hi)))
+        """One observation (float64 values before the float32 rounding): compared with the
+        float64 bounds whose float32 roundings are the bounds, so no rounding is needed."""
+        return not (all(map(operator.le, self._lo, features))
+                    and all(map(operator.le, features, self._hi)))
 
     def outside_batch(self, obs: np.ndarray) -> np.ndarray:
         """(N,) bool for a float32 (N, F) observation."""

@@ -4,26 +4,77 @@ Every term is a function of its own so it can be tested alone. Plans come as arr
 ``cuts`` (N,), ``wbits`` (N, L) with entries past the cut ignored, ``abits`` (N,).
 
     T_down = [p>0] (rtt + sum_{l<=p} params[l] b_w[l] / R_down) / reuse
-    T_dev  = sum_{l<=p} 2 macs[l] / (F_dev kappa_dev(b_w[l]))
+    T_dev  = sum_{l<=p} t_dev[l](b_w[l])
     T_up   = [p<L] (rtt/2 + bits_at_cut(p, b_a) / R_up)
-    T_srv  = sum_{l>p} 2 macs[l] / (F_srv load)
+    T_srv  = sum_{l>p} t_srv[l](32) / load
     energy = P_rx T_down + P_comp T_dev + P_tx T_up + P_idle T_srv
     cost   = latency + beta energy
+
+The per-unit time t[l](b) of DESIGN.md §1a is :class:`UnitTime`, picked by the request's
+``device`` and ``server`` labels: a table measured on that processor, else
+o + 2 macs[l] / (F eff[l] kappa(b)); without tables, overhead or carried efficiencies
+(eff = 1, o = 0) it is 2 macs[l] / (F kappa(b)), bit for bit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from system.accuracy import drop_pp, is_feasible
 from system.bits import DEFAULT_BITS, kernel_kappa, q_noise
 from system.errors import QsplitInputError
+from system.hardware import processor_timing
 from system.plan import Plan, plans_to_arrays
 from system.profiles import ModelProfile
 from system.request import Request
+
+
+@dataclass(frozen=True, eq=False)
+class UnitTime:
+    """Per-unit time on one processor: t[l](b) = overhead_s + work[l] / (rate kappa(b)).
+
+    Measured there: ``work`` = the measured fp32 seconds, no overhead, rate 1 (the request's
+    FLOP/s do not enter). Otherwise ``work`` = 2 macs[l] / eff[l] (FLOPs at unit efficiency)
+    at the request's FLOP/s, plus the processor's per-unit overhead.
+    """
+
+    overhead_s: float
+    work: np.ndarray
+    measured: bool
+
+    def seconds(self, flops_per_s: float, kappa: np.ndarray | float = 1.0,
+                share: float = 1.0) -> np.ndarray:
+        """t[l] at kernel speedups ``kappa`` (broadcast against ``work``), on ``share`` of
+        the processor (the server's load; the overhead stretches too)."""
+        return self.overhead_s / share + self.work / (self.rate(flops_per_s) * share * kappa)
+
+    def rate(self, flops_per_s: float) -> float:
+        """What ``work`` is divided by besides kappa and share: 1 for a measured table."""
+        return 1.0 if self.measured else flops_per_s
+
+
+@lru_cache(maxsize=1024)
+def unit_time(profile: ModelProfile, processor: str) -> UnitTime:
+    """The one per-unit time of DESIGN.md §1a that every cost is made of: the profile's table
+    for ``processor`` (a request's ``device`` or ``server`` label) where one was measured,
+    else the catalog's overhead and, where the catalog processor carries them, the profile's
+    fitted efficiencies (else eff = 1)."""
+    table = profile.time_tables.get(processor)
+    if table is not None:
+        work = np.array(table.time_s, dtype=np.float64)
+        ut = UnitTime(0.0, work, True)
+    else:
+        timing = processor_timing(processor)
+        work = 2.0 * profile.macs
+        if timing.carry_eff and profile.efficiency is not None:
+            work = work / profile.efficiency.eff
+        ut = UnitTime(timing.overhead_s, work, False)
+    work.flags.writeable = False
+    return ut
 
 
 def _on_device(profile: ModelProfile, cuts: np.ndarray) -> np.ndarray:
@@ -40,7 +91,7 @@ def t_down_s(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits: np.nd
 def t_dev_s(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits: np.ndarray) -> np.ndarray:
     """Device compute time; each width runs on the narrowest native kernel that holds it."""
     kap = kernel_kappa(wbits, np.asarray(req.dev_kappa))
-    per_unit = 2.0 * profile.macs[None, :] / (req.dev_flops_per_s * kap)
+    per_unit = unit_time(profile, req.device).seconds(req.dev_flops_per_s, kap)
     return np.sum(np.where(_on_device(profile, cuts), per_unit, 0.0), axis=1)
 
 
@@ -61,7 +112,7 @@ def t_up_s(profile: ModelProfile, req: Request, cuts: np.ndarray, abits: np.ndar
 
 def server_suffix_s(profile: ModelProfile, req: Request) -> np.ndarray:
     """T_srv for every cut 0..L: the server runs units p+1..L at fp32."""
-    per_unit = 2.0 * profile.macs / (req.srv_flops_per_s * req.srv_load)
+    per_unit = unit_time(profile, req.server).seconds(req.srv_flops_per_s, share=req.srv_load)
     suffix = np.concatenate([np.cumsum(per_unit[::-1])[::-1], [0.0]])
     return suffix
 
@@ -141,9 +192,9 @@ def evaluate_plans(profile: ModelProfile, req: Request, plans: list[Plan]) -> Pl
 #: that set it: what an overflow error names.
 _FIGURE_INPUTS = {
     "t_down_s": ("s", "rtt_ms, down_mbps, reuse and the profile's params"),
-    "t_dev_s": ("s", "dev_gflops, dev_kappa and the profile's macs"),
+    "t_dev_s": ("s", "dev_gflops, dev_kappa and the profile's macs or measured times"),
     "t_up_s": ("s", "rtt_ms, up_mbps and the profile's out_elems or in_elems"),
-    "t_srv_s": ("s", "srv_gflops, srv_load and the profile's macs"),
+    "t_srv_s": ("s", "srv_gflops, srv_load and the profile's macs or measured times"),
     "latency_s": ("s", "the sum of the four times"),
     "energy_j": ("J", "p_rx_w, p_comp_w, p_tx_w and p_idle_w"),
     "cost": ("s", "beta_s_per_j"),
@@ -201,8 +252,12 @@ class UnitTables:
 def drop_sum_pp(weight_drops: Iterable[float], act_drop: float) -> float:
     """A plan's drop from its terms (device units in order, then the activation), added left
     to right: the one summation order of the repair, the runtime's guard and its batch
-    (:func:`drop_sums_pp`), so their budget tests agree bit for bit."""
-    return sum([*weight_drops, act_drop])
+    (:func:`drop_sums_pp`), so their budget tests agree bit for bit. A plain loop, not
+    ``sum()``: from Python 3.12 ``sum`` compensates float rounding, another order."""
+    total = 0.0
+    for d in weight_drops:
+        total += d
+    return total + act_drop
 
 
 def drop_sums_pp(weight_drops: np.ndarray, act_drops: np.ndarray) -> np.ndarray:
@@ -237,8 +292,9 @@ def unit_tables(profile: ModelProfile, req: Request,
     w_tx = 1.0 + req.beta_s_per_j * req.p_tx_w
     w_idle = 1.0 + req.beta_s_per_j * req.p_idle_w
     kap = kernel_kappa(np.asarray(bits), np.asarray(req.dev_kappa))
+    t_dev = unit_time(profile, req.device).seconds(req.dev_flops_per_s, kap[:, None]).T
     c_w = (profile.params[:, None] * b[None, :] / (req.down_bps * req.reuse)) * w_rx \
-        + (2.0 * profile.macs[:, None] / (req.dev_flops_per_s * kap[None, :])) * w_comp
+        + t_dev * w_comp
     d_w, d_a = drop_tables(profile, bits)
     cuts = np.arange(L + 1)
     up_bits = bits_at_cut(profile, np.repeat(cuts, len(bits)), np.tile(b, L + 1)).reshape(L + 1, -1)
@@ -247,3 +303,43 @@ def unit_tables(profile: ModelProfile, req: Request,
     srv = server_suffix_s(profile, req)[:, None] * w_idle
     fixed = up + down + srv
     return UnitTables(bits=tuple(bits), c_w=c_w, d_w=d_w, fixed=fixed, d_a=d_a)
+
+
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")
+def unit_tables_batch(profile: ModelProfile, arrays: dict[str, np.ndarray],
+                      bits: tuple[int, ...] = DEFAULT_BITS, device: str = "",
+                      server: str = "", kap: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unit_tables`' ``c_w`` (N, L, K) and ``fixed`` (N, L+1, K) for N requests on the
+    same processors (``device``, ``server`` labels), given as :func:`request_arrays` columns;
+    ``kap`` (N, K): each request's :func:`kernel_kappa` of ``bits``, if the caller has it.
+
+    The same elementwise operations in the same order, so row i equals ``unit_tables`` of
+    request i bit for bit (tested); many requests cost a few numpy calls instead of a few
+    dozen each.
+    """
+    L = profile.n_units
+    b = np.asarray(bits, dtype=np.float64)
+
+    def col(name: str) -> np.ndarray:
+        return np.asarray(arrays[name], dtype=np.float64)[:, None, None]
+
+    beta = col("beta_s_per_j")
+    w_rx, w_comp = 1.0 + beta * col("p_rx_w"), 1.0 + beta * col("p_comp_w")
+    w_tx, w_idle = 1.0 + beta * col("p_tx_w"), 1.0 + beta * col("p_idle_w")
+    if kap is None:
+        kappa = np.asarray(arrays["dev_kappa"], dtype=np.float64)
+        rows, inverse = np.unique(kappa, axis=0, return_inverse=True)
+        kap = np.stack([kernel_kappa(np.asarray(bits), k) for k in rows])[inverse.reshape(-1)]
+    t_dev = unit_time(profile, device).seconds(col("dev_flops_per_s"), kap[:, :, None])
+    c_w = (profile.params[:, None] * b[None, :] / (col("down_bps") * col("reuse"))) * w_rx \
+        + t_dev.transpose(0, 2, 1) * w_comp
+    cuts = np.arange(L + 1)
+    up_bits = bits_at_cut(profile, np.repeat(cuts, len(bits)), np.tile(b, L + 1)).reshape(L + 1, -1)
+    up = (cuts[:, None] < L) * (col("rtt_s") / 2.0 + up_bits / col("up_bps")) * w_tx
+    down = (cuts[:, None] > 0) * (col("rtt_s") / col("reuse")) * w_rx
+    per_unit = unit_time(profile, server).seconds(col("srv_flops_per_s")[:, :, 0],
+                                                  share=col("srv_load")[:, :, 0])
+    suffix = np.concatenate([np.cumsum(per_unit[:, ::-1], axis=1)[:, ::-1],
+                             np.zeros((len(per_unit), 1))], axis=1)
+    return c_w, up + down + suffix[:, :, None] * w_idle

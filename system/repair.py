@@ -29,7 +29,7 @@ import numpy as np
 
 from system.accuracy import drop_limit_pp
 from system.bits import DEFAULT_BITS
-from system.cost import UnitTables, drop_sum_pp, unit_tables
+from system.cost import UnitTables, drop_sum_pp, drop_sums_pp, unit_tables
 from system.plan import NO_ACT_BITS, Plan, PlanResult
 from system.profiles import ModelProfile
 from system.request import Request
@@ -99,6 +99,94 @@ def repair_indices(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray,
     plan = Plan.canonical(p, [bits[i] for i in k], bits[a] if 0 < p < L else NO_ACT_BITS, L)
     return PlanResult(plan=plan, cost=cost, drop_pp=drop, cut=p, w_idx=k, a_idx=a, steps=steps,
                       repaired=steps > 0 or fallback, fallback=fallback)
+
+
+#: Plans left over budget below which :func:`repair_batch` goes on one plan at a time.
+SCALAR_TAIL = 8
+
+
+def _rows_best(D: np.ndarray, C: np.ndarray, cur: np.ndarray, enabled: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_row_best` of many rows at once: D, C (..., K), cur and enabled (...)."""
+    K = D.shape[-1]
+    flat = (np.arange(cur.size), cur.reshape(-1))
+    d0 = D.reshape(-1, K)[flat].reshape(*cur.shape, 1)
+    c0 = C.reshape(-1, K)[flat].reshape(*cur.shape, 1)
+    dd = d0 - D
+    dc = C - c0
+    valid = (np.arange(K) > cur[..., None]) & (dd > 0.0) & enabled[..., None]
+    pos = dc > 0.0
+    s = np.where(valid, np.where(pos, dd / np.where(pos, dc, 1.0), np.inf), -np.inf)
+    best_s = s.max(axis=-1)
+    dd[~(valid & (s == best_s[..., None]))] = -np.inf
+    best_dd = dd.max(axis=-1)
+    return best_s, best_dd, np.argmax(dd == best_dd[..., None], axis=-1)
+
+
+def repair_batch(c_w: np.ndarray, fixed: np.ndarray, d_w: np.ndarray, d_a: np.ndarray,
+                 eps_pp: np.ndarray, cuts: np.ndarray, w_idx: np.ndarray, a_idx: np.ndarray,
+                 bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`repair_indices` of N plans at once, the same moves in the same order.
+
+    ``c_w`` (N, L, K) and ``fixed`` (N, L+1, K) are each request's tables, ``d_w`` (L, K) and
+    ``d_a`` (L+1, K) the profile's, ``eps_pp`` (N,) the budgets. The move table of each plan
+    is laid out as rows 0..L-1 (units, those past the cut disabled) and row L (the
+    activation, enabled at an inner cut), so "first row" breaks ties as the scalar form
+    does. Each step moves every plan still over budget by its own best move (a loop over
+    steps, vectorised over the plans), and the drop is re-added in the scalar form's order
+    (:func:`drop_sums_pp`). The greedy depends on the current plan only, so the last few
+    plans, once too few to pay for a vectorised step, go on with ``repair_indices`` itself.
+    Returns (cuts, weight indices (N, L) with the 32-bit index past the cut, act indices,
+    fallback): what ``repair_indices`` gives for each plan (tested).
+    """
+    N, L, K = c_w.shape
+    k32 = bits.index(32)
+    limit_pp = drop_limit_pp(np.asarray(eps_pp, dtype=np.float64))
+    cuts = np.asarray(cuts, dtype=np.int64)
+    on = np.arange(L)[None, :] < cuts[:, None]
+    inner = (cuts > 0) & (cuts < L)
+    cur = np.concatenate([np.where(on, w_idx, k32), np.where(inner, a_idx, k32)[:, None]], axis=1)
+    D = np.concatenate([np.broadcast_to(d_w, (N, L, K)), d_a[cuts][:, None, :]], axis=1)
+    C = np.concatenate([c_w, fixed[np.arange(N), cuts][:, None, :]], axis=1)
+    enabled = np.concatenate([on, inner[:, None]], axis=1)
+    rows_all = np.arange(L + 1)[None, :]
+
+    def drop_of(D: np.ndarray, cur: np.ndarray, on: np.ndarray) -> np.ndarray:
+        picked = D[np.arange(len(cur))[:, None], rows_all, cur]
+        return drop_sums_pp(np.where(on, picked[:, :L], 0.0), picked[:, L])
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        over = drop_of(D, cur, on) > limit_pp
+        idx = np.flatnonzero(over)                   # the plans still being repaired
+        D, C, c, e, o, lim = D[idx], C[idx], cur[idx], enabled[idx], on[idx], limit_pp[idx]
+        best_s, best_dd, best_j = _rows_best(D, C, c, e)
+        live = np.ones(idx.size, dtype=bool)         # finished plans stay, unmoved, until
+        while np.count_nonzero(live) > SCALAR_TAIL:  # half are done (fewer numpy calls)
+            m = np.arange(idx.size)
+            top_s = best_s.max(axis=1)
+            tied = best_s == top_s[:, None]
+            top_dd = np.where(tied, best_dd, -np.inf).max(axis=1)
+            r = np.argmax(tied & (best_dd == top_dd[:, None]), axis=1)
+            moves = live & (top_s > -np.inf)
+            c[m, r] = np.where(moves, best_j[m, r], c[m, r])
+            still = drop_of(D, c, o) > lim
+            best_s[m, r], best_dd[m, r], best_j[m, r] = _rows_best(D[m, r], C[m, r], c[m, r],
+                                                                   e[m, r])
+            cur[idx], over[idx] = c, still
+            live = moves & still
+            if 2 * np.count_nonzero(live) < live.size:
+                idx, D, C, c, e, o, lim = idx[live], D[live], C[live], c[live], e[live], o[live], lim[live]
+                best_s, best_dd, best_j, live = best_s[live], best_dd[live], best_j[live], live[live]
+    for i in idx[live].tolist():
+        p = int(cuts[i])
+        res = repair_indices(UnitTables(bits=tuple(bits), c_w=c_w[i], d_w=d_w, fixed=fixed[i], d_a=d_a),
+                             float(eps_pp[i]), p, cur[i, :L], int(cur[i, L]))
+        over[i] = res.fallback
+        if not res.fallback:
+            cur[i, :p], cur[i, L] = res.w_idx, res.a_idx
+    cuts = np.where(over, 0, cuts)
+    w = np.where(np.arange(L)[None, :] < cuts[:, None], cur[:, :L], k32)
+    return cuts, w, np.where(over, k32, cur[:, L]), over
 
 
 def execute_action(T: UnitTables, eps_pp: float, action: np.ndarray,
