@@ -149,6 +149,15 @@ def drive(cfg: dict) -> dict:
             else:
                 self.batch()
 
+        @staticmethod
+        def failed(status: int) -> bool:
+            """Count one answer; a 5xx or a dropped connection (status 0) is an error."""
+            c["sent"] += 1
+            if status == 0 or status >= 500:
+                c["errors"] += 1
+                return True
+            return False
+
         def single(self) -> None:
             k = rng.randrange(len(goods))
             kind = BAD_KINDS[rng.randrange(len(BAD_KINDS))] if rng.random() < cfg["bad_share"] \
@@ -160,9 +169,7 @@ def drive(cfg: dict) -> dict:
                 dt = time.perf_counter() - t0
                 st = r.status_code
                 r.success()
-            c["sent"] += 1
-            if st == 0 or st >= 500:
-                c["errors"] += 1
+            if self.failed(st):
                 return
             if kind is not None:
                 c["bad_sent"] += 1
@@ -187,9 +194,7 @@ def drive(cfg: dict) -> dict:
                                   catch_response=True) as r:
                 st = r.status_code
                 r.success()
-            c["sent"] += 1
-            if st == 0 or st >= 500:
-                c["errors"] += 1
+            if self.failed(st):
                 return
             if st != 200:
                 c["good_rejected"] += 1

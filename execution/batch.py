@@ -99,11 +99,7 @@ def run_group(jobs: list[dict], mode: str, link: lk.ShapedLink | None, tmp: Path
             raise RuntimeError(f"device worker failed: {r.stderr.strip().splitlines()[-1:]}")
         return json.loads((tmp / f"out_{tag}.json").read_text())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        lk.stop_process(proc)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,15 @@ SRV_ADDR, DEV_ADDR = "10.213.0.1", "10.213.0.2"
 _NAME = re.compile(rf"^{PREFIX}(\d+)[ds]$")
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Ask a child to stop, and kill it if it has not within ``grace_s``: nothing is left running."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=10)
 

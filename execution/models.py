@@ -26,10 +26,9 @@ def _digits(trained: bool) -> nn.Module:
 
 
 def _resnet18(trained: bool) -> nn.Module:
-    from execution.resnet import ResNet18
+    from profiling.architectures import resnet18_module
 
-    torch.manual_seed(0)  # random init (no ImageNet weights): bytes and times only
-    return ResNet18()
+    return resnet18_module(seed=0)   # random init (no ImageNet weights): bytes and times only
 
 
 #: model name -> (builder(trained) -> module, input shape without batch)

@@ -172,11 +172,7 @@ def execute(
                     raise QsplitInputError(f"device: {last.removeprefix('error: ')}")
                 dev = json.loads((d / "dev.json").read_text())
             finally:
-                srv.terminate()
-                try:
-                    srv.wait(5)
-                except subprocess.TimeoutExpired:
-                    srv.kill()
+                lk.stop_process(srv)
         finally:
             if link is not None:
                 link.close()

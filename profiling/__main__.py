@@ -276,6 +276,13 @@ def _cmd_arch_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timing_parser(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
+    """A unit-time subcommand: each one works on one profile."""
+    p = sub.add_parser(name, help=text)
+    p.add_argument("--profile", required=True, help="shipped profile name or profile .json path")
+    return p
+
+
 @cli_main(errors=(ValueError,))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -316,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                    "mobilenet_v2 (default: all)")
     p.set_defaults(func=_cmd_arch_profiles)
 
-    p = sub.add_parser("time-units", help="measure each unit's time on this host into a profile")
-    p.add_argument("--profile", required=True, help="shipped profile name or profile .json path")
+    p = _timing_parser(sub, "time-units", "measure each unit's time on this host into a profile")
     p.add_argument("--processor", default="", help="table name (default host-<cpu>-<threads>t)")
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads, one table each")
     p.add_argument("--repeats", type=int, default=30)
@@ -327,8 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="", help="state_dict .pt for --model")
     p.set_defaults(func=_cmd_time_units)
 
-    p = sub.add_parser("import-times", help="import a measured per-unit or per-split times CSV")
-    p.add_argument("--profile", required=True, help="shipped profile name or profile .json path")
+    p = _timing_parser(sub, "import-times", "import a measured per-unit or per-split times CSV")
     p.add_argument("--processor", required=True, help="processor that ran the units (or the head)")
     p.add_argument("--csv", required=True, help="unit,time_s rows or split,head_time_s,tail_time_s")
     p.add_argument("--tail-processor", default="", help="per-split rows: processor of the tail "
@@ -336,8 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="text recorded in the table's provenance")
     p.set_defaults(func=_cmd_import_times)
 
-    p = sub.add_parser("fit-times", help="print a profile's unit-time fit (R², MAPE per processor)")
-    p.add_argument("--profile", required=True, help="shipped profile name or profile .json path")
+    p = _timing_parser(sub, "fit-times", "print a profile's unit-time fit (R², MAPE per processor)")
     p.set_defaults(func=_cmd_fit_times)
 
     args = parser.parse_args(argv)
