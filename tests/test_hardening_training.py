@@ -24,6 +24,7 @@ pytest.importorskip("stable_baselines3")
 
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.base_class import BaseAlgorithm  # noqa: E402
+from test_train import TINY, _env  # noqa: E402  (the same tiny run)
 
 from agents.hyperparams import HYPERPARAMS, QSPLIT  # noqa: E402
 from agents.train_lib import QsplitOptions, train_parser  # noqa: E402
@@ -32,24 +33,6 @@ from system.profiles import load_profile  # noqa: E402
 from system.scenario import load_scenario, sample_requests  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY: dict[str, Any] = {
-    "QuantSplit-v0": {
-        "env_kwargs": {"model": "toy3", "scenario": "default"},
-        "n_envs": 2, "n_timesteps": 256, "policy": "MlpPolicy", "n_steps": 64,
-        "batch_size": 64, "n_epochs": 2, "gamma": 0.0, "learning_rate": 3e-4,
-        "policy_kwargs": "dict(net_arch=dict(pi=[32, 32], vf=[32, 32]))",
-    },
-    "qsplit": {"QuantSplit-v0": {"train_pool": 300, "eval_pool": 100, "eval_freq": 128,
-                                 "bc_epochs": 2, "pool_workers": 1}},
-}
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 # ------------------------------------------------------------------ a run folder with a payload
 
 class _Payload:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_optimal import brute_force_cost  # the one enumeration
 
 import system.cost as cost_mod
 from runtime import features as rf
@@ -124,19 +124,6 @@ def _labelled(prof, rng):
     return _with_tables(prof, {"dev-x": t_dev.tolist(), "srv-y": t_srv.tolist()})
 
 
-def _brute_force(prof, req) -> float:
-    L, best = prof.n_units, np.inf
-    for p in range(L + 1):
-        combos = np.array(list(itertools.product(DEFAULT_BITS, repeat=p)), dtype=np.int64)
-        combos = combos.reshape(len(DEFAULT_BITS) ** p, p)
-        wb = np.full((len(combos), L), 32)
-        wb[:, :p] = combos
-        for a in (DEFAULT_BITS if 0 < p < L else (32,)):
-            f = evaluate_arrays(prof, req, np.full(len(combos), p), wb, np.full(len(combos), a))
-            best = min(best, float(np.where(f.feasible, f.cost, np.inf).min()))
-    return best
-
-
 def test_optimizer_is_exact_with_measured_tables() -> None:
     rng = np.random.default_rng(7)
     for _ in range(40):
@@ -145,7 +132,7 @@ def test_optimizer_is_exact_with_measured_tables() -> None:
         sol = solve(prof, req)
         f = evaluate_plans(prof, req, [sol.plan])
         assert f.feasible[0] and f.cost[0] == pytest.approx(sol.cost, rel=1e-9)
-        assert sol.cost == pytest.approx(_brute_force(prof, req), rel=1e-9)
+        assert sol.cost == pytest.approx(brute_force_cost(prof, req), rel=1e-9)
 
 
 def test_tables_change_the_decision_where_they_should() -> None:
