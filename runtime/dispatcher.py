@@ -326,10 +326,7 @@ class Dispatcher:
             except QsplitInputError as exc:
                 out[i] = BatchItemError(i, str(exc))
         if sources:
-            M = np.fromiter(chain.from_iterable(
-                s if isinstance(s, tuple) else rf.from_request(s) for s in sources),
-                np.float64, len(sources) * len(rf.FIELDS)).reshape(len(sources), -1)
-            cuts, w_idx, act_idx, _ = rb.decide_matrix(self, M, sources)
+            cuts, w_idx, act_idx, _ = rb.decide_matrix(self, _matrix(sources), sources)
             rows = np.concatenate([cuts[:, None], act_idx[:, None], w_idx], axis=1).tolist()
             known = self._row_plans
             if len(known) >= PLAN_CACHE_MAX:
@@ -341,6 +338,14 @@ class Dispatcher:
                 out[j] = plan
         return out  # type: ignore[return-value]
 
+    def decide_requests(self, requests: Sequence[Request]) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray, np.ndarray]:
+        """:meth:`decide_arrays`' form for validated Requests, whose ``device`` and ``server``
+        labels pick the processors' unit times (arrays carry no labels)."""
+        cuts, w_idx, act_idx, paths = rb.decide_matrix(self, _matrix(requests), requests)
+        bits = np.asarray(self.bits)
+        return cuts, bits[w_idx], bits[act_idx], paths
+
     def decide_arrays(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray,
                                                                       np.ndarray, np.ndarray]:
         """Plans for requests given as :func:`system.request.request_arrays`-style arrays.
@@ -351,6 +356,13 @@ class Dispatcher:
         cuts, w_idx, act_idx, paths = rb.decide_matrix(self, rf.matrix_from_arrays(arrays))
         bits = np.asarray(self.bits)
         return cuts, bits[w_idx], bits[act_idx], paths
+
+
+def _matrix(sources: Sequence[Source]) -> np.ndarray:
+    """The flat rows of requests (Requests or already-validated flat tuples), (N, fields)."""
+    return np.fromiter(chain.from_iterable(
+        s if isinstance(s, tuple) else rf.from_request(s) for s in sources),
+        np.float64, len(sources) * len(rf.FIELDS)).reshape(len(sources), -1)
 
 
 __all__ = ["FALLBACKS", "PATHS", "BatchItemError", "Decision", "Dispatcher", "default_bundle_path"]

@@ -37,7 +37,6 @@ from system.cost import plan_report
 from system.errors import QsplitInputError, check_keys
 from system.loaders import decode_text, parse_json
 from system.plan import Plan
-from system.request import request_arrays
 
 CONFIG_ENV = "QSPLIT_SERVICE_CONFIG"
 ENDPOINTS = ("/v1/plan", "/v1/plans", "/v1/models", "/healthz", "/metrics")
@@ -252,7 +251,7 @@ def batch_items(d: Dispatcher, raw: object, max_batch: int, figures: bool
     counts = np.zeros(len(PATHS), dtype=np.int64)
     if not reqs:
         return out, counts
-    cuts, wbits, abits, paths = d.decide_arrays(request_arrays(reqs))
+    cuts, wbits, abits, paths = d.decide_requests(reqs)
     drops = drop_pp(d.profile, cuts, wbits, abits).tolist()
     counts += np.bincount(paths, minlength=len(PATHS))
     L = d.profile.n_units

@@ -73,6 +73,29 @@ def test_batch_on_named_processors_goes_through_the_single_form(monkeypatch: pyt
     assert d.decide_batch(reqs) == want
 
 
+def test_decide_requests_keeps_the_processor_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests in, their labels reach the batch (arrays carry none): the same rows are sent to
+    the single form, so plans equal decide_batch's and paths equal decide_detailed's."""
+    d = Dispatcher.load(model="resnet18")
+    reqs = _mixed(300, 6)
+    monkeypatch.setattr(rb, "mac_proportional", lambda profile, label: label == "")
+    d._plain_labels.clear()
+    seen: list[int] = []
+    single = rb.decide_matrix
+
+    def spy(d_: Dispatcher, M: np.ndarray, sources: object = None) -> object:
+        seen.append(int(rb._named(d_, sources).sum()) if sources is not None else 0)
+        return single(d_, M, sources) if sources is not None else single(d_, M)
+
+    monkeypatch.setattr(rb, "decide_matrix", spy)
+    cuts, wbits, abits, paths = d.decide_requests(reqs)
+    assert seen == [sum(bool(r.device or r.server) for r in reqs)] and seen[0] > 0
+    plans = [Plan.canonical(int(c), w, int(a), d.L) for c, w, a in zip(cuts, wbits, abits,
+                                                                          strict=True)]
+    assert plans == d.decide_batch(reqs)
+    assert [PATHS[p] for p in paths] == [d.decide_detailed(r).path for r in reqs]
+
+
 @pytest.mark.parametrize("bits", [DEFAULT_BITS, (2, 32), (4, 8, 16, 32)])
 def test_repair_batch_equals_repair_indices(bits: tuple[int, ...]) -> None:
     rng = np.random.default_rng(len(bits))
