@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from system.accuracy import is_feasible
+from system.accuracy import within_limit
 from system.bits import DEFAULT_BITS
 from system.codec import ActionCodec
 from system.cost import evaluate_arrays, unit_tables
@@ -75,7 +75,7 @@ def evaluate_actions(profile: ModelProfile, pool: RequestPool, actions: np.ndarr
         T = unit_tables(profile, req, bits)
         res = execute_action(T, req.eps_pp, actions[i], repair=mode == "repair")
         repaired[i] = res.repaired
-        violation[i] = not is_feasible(res.drop_pp, req.eps_pp)
+        violation[i] = not within_limit(res.drop_pp, req.eps_pp, T.compounding)
         regrets[i] = res.cost / pool.opt_cost[i] - 1.0
         if figures:
             f = evaluate_arrays(profile, req, *plans_to_arrays([res.plan], profile.n_units))

@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.pool import RequestPool
-from system.accuracy import is_feasible
+from system.accuracy import within_limit
 from system.bits import DEFAULT_BITS, check_bit_set
 from system.codec import ActionCodec, ObservationEncoder
 from system.cost import UnitTables, check_finite_figures, evaluate_arrays, unit_tables
@@ -214,7 +214,7 @@ class QuantSplitEnv(gym.Env):
         action = self._check_action(action)
         self.codec.decode_arrays(action)                    # validates the ranges
         res = execute_action(T, req.eps_pp, action, repair=self.mode == "repair")
-        violation = not is_feasible(res.drop_pp, req.eps_pp)
+        violation = not within_limit(res.drop_pp, req.eps_pp, T.compounding)
         cuts, wb, ab = plans_to_arrays([res.plan], self.profile.n_units)
         fig = evaluate_arrays(self.profile, req, cuts, wb, ab)
         cost = float(fig.cost[0])

@@ -15,6 +15,7 @@ the others; activations by proxy everywhere).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def arch_profile(name: str, profiles_dir: Path) -> ModelProfile:
     meta = getattr(tv.models, weights_enum).IMAGENET1K_V1.meta
     prof = profile_module(model, INPUT_SHAPE)
     hawq = name == "resnet18"
-    sens_w, prov_w = ss.weight_sensitivities(prof, hawq=hawq)
+    sens_w, prov_w, evidence = ss.weight_sensitivities(prof, hawq=hawq)
     rho = digits_activation_ratio(profiles_dir)
     sens_a, prov_a = ss.activation_sensitivities(sens_w, rho)
     import torch
@@ -95,7 +96,7 @@ def arch_profile(name: str, profiles_dir: Path) -> ModelProfile:
         "note": "sensitivities are not measured here (no ImageNet): "
         + ("HAWQ-V3 published figures, scaled" if hawq else "a proxy law, scaled"),
     }
-    return model_profile(
+    return replace(model_profile(
         prof,
         name,
         sens_w,
@@ -103,7 +104,7 @@ def arch_profile(name: str, profiles_dir: Path) -> ModelProfile:
         "hawq_v3" if hawq else "proxy",
         float(meta["_metrics"]["ImageNet-1K"]["acc@1"]),
         provenance,
-    )
+    ), evidence=tuple(evidence))
 
 
 def resnet18_module(seed: int = 0) -> Any:

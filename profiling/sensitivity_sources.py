@@ -55,6 +55,7 @@ import numpy as np
 
 from profiling.profiler import ModuleProfile
 from system.bits import q_noise
+from system.evidence import TensorEvidence
 
 HAWQ_SOURCE = (
     "Zhen-Dong/HAWQ (Apache-2.0), ILP notebook, ResNet-18 per-layer Hessian trace and "
@@ -161,7 +162,7 @@ def _layer_constants(
 
 def weight_sensitivities(
     prof: ModuleProfile, hawq: bool
-) -> tuple[list[float], dict[str, Any]]:
+) -> tuple[list[float], dict[str, Any], list[TensorEvidence]]:
     """sens_w per unit in pp (HAWQ-V3 for ResNet-18's 19 layers, proxy law elsewhere)."""
     law = fit_proxy_law()
     rows, max_depth = _layer_constants(prof, law, hawq)
@@ -200,8 +201,33 @@ def weight_sensitivities(
         "proxy_layers": [name for unit_rows in rows for name, _, src in unit_rows if src != "hawq_v3"]
         if hawq
         else "all",
+        "evidence": "per unit: the widths of HAWQ-V3's W4A4 and W8A8 runs (after fine-tuning, "
+        "whole network, not per tensor)" if hawq else "none: proxy figures back no width below 32",
     }
-    return sens_w, prov
+    return sens_w, prov, unit_evidence([[src for _, _, src in r] for r in rows], hawq)
+
+
+#: Widths of HAWQ-V3's ResNet-18 runs: W4A4 (the 19 layers and every activation at 4 bits, stem
+#: and fc at 8) and W8A8, both after quantization-aware fine-tuning (FACTS.md).
+HAWQ_WIDTHS = {"hawq_v3": (4, 8), "proxy_law": (8,)}
+
+
+def unit_evidence(unit_sources: Sequence[Sequence[str]], hawq: bool) -> list[TensorEvidence]:
+    """What each unit's sensitivities rest on (system.evidence): for ResNet-18 the widths of
+    HAWQ-V3's whole-network runs (a unit holding a proxy-law layer, the stem or the fc, only
+    8 bits: those ran at 8 in W4A4); for the proxy profiles nothing, so the planner offers
+    their tensors at 32 bits unless extrapolation is asked for. ``unit_sources`` lists the
+    source of each weighted layer of each unit ("hawq_v3" / "proxy_law")."""
+    out = []
+    for i, srcs in enumerate(unit_sources):
+        last = i == len(unit_sources) - 1
+        if not hawq:
+            out.append(TensorEvidence())
+            continue
+        w = sorted(set.intersection(*(set(HAWQ_WIDTHS[s]) for s in srcs))) if srcs else []
+        a = [] if last else [4, 8]
+        out.append(TensorEvidence(tuple(w), "qat" if w else "none", tuple(a), "qat" if a else "none"))
+    return out
 
 
 def activation_sensitivities(

@@ -101,7 +101,7 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
     arr = rf.columns(M)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         obs = d.encoder.encode_arrays(arr)
-    limit = drop_limit_pp(arr["eps_pp"])
+    limit = drop_limit_pp(arr["eps_pp"], d.profile.compounding)
     cuts, w_idx, act_idx = _policy(d, obs, limit)
     on = np.arange(L)[None, :] < cuts[:, None]
     w_idx = np.where(on, w_idx, k32)
@@ -139,7 +139,8 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
         c_w, fixed = unit_tables_batch(d.profile, {k: v[rep] for k, v in arr.items()}, d.bits,
                                        kap=kap[rep])
         rc, rw, ra, _ = repair_batch(c_w, fixed, d._weight_drops, d._act_drops, arr["eps_pp"][rep],
-                                     cuts[rep], w_idx[rep], act_idx[rep], d.bits)
+                                     cuts[rep], w_idx[rep], act_idx[rep], d.bits,
+                                     d.profile.compounding)
         cuts[rep], w_idx[rep], act_idx[rep] = rc, rw, ra
         paths[rep] = d.path_code("repaired")
     if d.trivial is not None:

@@ -237,7 +237,7 @@ class Dispatcher:
         """Guard, fallback and refinement of the policy's action (see the module docstring)."""
         eps = _budget_pp(source)
         drop = self._drop(action)
-        infeasible = drop > drop_limit_pp(eps)
+        infeasible = drop > drop_limit_pp(eps, self.profile.compounding)
         to_optimizer = (infeasible and self.fallback == "infeasible") or \
             (out_of_range and self.fallback == "out_of_range")
         if not to_optimizer and not infeasible and not self.refine:
@@ -269,7 +269,7 @@ class Dispatcher:
             source = rf.from_mapping(request)
             eps = source[rf.I_EPS]
             features = self._features_of_tuple(source)
-        limit = drop_limit_pp(eps)
+        limit = drop_limit_pp(eps, self.profile.compounding)
         action = self._policy(features, limit)
         oor = self._check_support and self.support.outside(features)
         if oor or self.refine or self._drop(action) > limit:
@@ -283,7 +283,7 @@ class Dispatcher:
     def decide_detailed(self, request: Request | Mapping[str, object]) -> Decision:
         """The plan with the path that decided it, its drop and the network's own plan."""
         source, features = self._intake(request)
-        limit = drop_limit_pp(_budget_pp(source))
+        limit = drop_limit_pp(_budget_pp(source), self.profile.compounding)
         action = self._policy(features, limit)
         out_of_range = self._out_of_range(features)
         g = self._guard(source, action, out_of_range)

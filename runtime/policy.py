@@ -60,7 +60,7 @@ class MaskTable:
         self.act_drop: list[float] = t_act.tolist()
         self.weight_drop: list[list[float]] = t_w.tolist()
         allowed = thr[None, :] <= np.concatenate([[-np.inf], u])[:, None]
-        allowed[:, ~np.isfinite(thr)] = True
+        allowed[:, np.isneginf(thr)] = True
         self.rows = np.where(allowed, np.float32(0.0), np.float32(-np.inf)).astype(np.float32)
         self.thresholds = u.tolist()
         # the env's own function at a few budgets (cheap, catches drift); it reads the drops only

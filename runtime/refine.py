@@ -65,7 +65,7 @@ def local_search(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray | lis
     """Improve a feasible plan (see the module docstring); an infeasible start is returned as is."""
     L, K = T.c_w.shape
     k32 = T.bits.index(32)
-    limit = drop_limit_pp(eps_pp)
+    limit = drop_limit_pp(eps_pp, T.compounding)
     p = int(cut)
     w = np.asarray(w_idx, dtype=np.int64)[:p].copy()
     a = int(a_idx) if 0 < p < L else k32
@@ -160,7 +160,7 @@ def lagrangian_sweep(T: UnitTables, eps_pp: float) -> PlanResult | None:
     """
     c, d = T.c_w, T.d_w
     L, K = c.shape
-    limit = drop_limit_pp(eps_pp)
+    limit = drop_limit_pp(eps_pp, T.compounding)
     # just above each multiplier at which a unit's best option changes, so the argmin is unique
     lam = np.concatenate([[0.0], hull_multipliers(c, d) * (1.0 + 1e-9)])
     pick = np.argmin(c[None] + lam[:, None, None] * d[None], axis=2)        # (M, L)
@@ -206,6 +206,6 @@ def refine(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray | list[int]
     if c_sw >= cost0 * (1.0 + 1e-3):         # the sweep is far off: polish the start instead
         q, w, a = p, w0, a0
     r = local_search(T, eps_pp, q, w, a, cut_radius=cut_radius)
-    if r.cost < cost0 and r.drop_pp <= drop_limit_pp(eps_pp):
+    if r.cost < cost0 and r.drop_pp <= drop_limit_pp(eps_pp, T.compounding):
         return r._replace(steps=r.steps + 1)
     return _result(T, p, w0, a0, cost0, drop0, 0)

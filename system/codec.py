@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from system.accuracy import is_feasible
+from system.accuracy import within_limit
 from system.bits import DEFAULT_BITS, check_bit_set
 from system.cost import UnitTables
 from system.errors import QsplitInputError, check_finite, check_keys
@@ -275,11 +275,12 @@ class ActionCodec:
         """
         L = self.n_units
         prefix = np.concatenate([[0.0], np.cumsum(T.d_w.min(axis=1))])
-        cut_ok = is_feasible(prefix + T.d_a.min(axis=1), eps_pp)
+        g = T.compounding
+        cut_ok = within_limit(prefix + T.d_a.min(axis=1), eps_pp, g)
         cut_ok[0] = True
-        act_ok = is_feasible(T.d_a[1:L].min(axis=0), eps_pp) if L > 1 \
+        act_ok = within_limit(T.d_a[1:L].min(axis=0), eps_pp, g) if L > 1 \
             else np.ones(self.n_bits, bool)
-        w_ok = is_feasible(T.d_w, eps_pp)
+        w_ok = within_limit(T.d_w, eps_pp, g)
         w_ok[:, self.bits.index(32)] = True
         act_ok[self.bits.index(32)] = True
         return np.concatenate([cut_ok, act_ok, w_ok.ravel()])

@@ -24,9 +24,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from system.accuracy import drop_pp, is_feasible
+from system.accuracy import drop_pp, extrapolated_tensors, is_feasible
 from system.bits import DEFAULT_BITS, kernel_kappa, q_noise
 from system.errors import QsplitInputError
+from system.evidence import Compounding, unbacked
 from system.hardware import processor_timing
 from system.plan import Plan, plans_to_arrays
 from system.profiles import ModelProfile
@@ -231,7 +232,7 @@ def plan_report(profile: ModelProfile, req: Request, plan: Plan) -> dict:
     return {**plan.to_json_dict(), "latency_s": float(f.latency_s[0]),
             "energy_j": float(f.energy_j[0]), "drop_pp": float(f.drop_pp[0]),
             "cost": float(f.cost[0]), "payload_reduction": float(f.payload_reduction[0]),
-            "feasible": bool(f.feasible[0])}
+            "feasible": bool(f.feasible[0]), "extrapolated": extrapolated_tensors(profile, plan)}
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,8 @@ class UnitTables:
     d_w: np.ndarray     # (L, K)  drop of unit l at bits[k]
     fixed: np.ndarray   # (L+1, K) cost terms set by the cut and activation bits
     d_a: np.ndarray     # (L+1, K) activation drop at the cut
+    #: g of the profile: sums of d_w and d_a are tested against drop_limit_pp(eps, this)
+    compounding: Compounding | None = None
 
 
 def drop_sum_pp(weight_drops: Iterable[float], act_drop: float) -> float:
@@ -270,14 +273,25 @@ def drop_sums_pp(weight_drops: np.ndarray, act_drops: np.ndarray) -> np.ndarray:
 
 def drop_tables(profile: ModelProfile, bits: tuple[int, ...] = DEFAULT_BITS
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """UnitTables' d_w (L, K) and d_a (L+1, K): they depend on the profile and bits only."""
+    """UnitTables' d_w (L, K) and d_a (L+1, K): they depend on the profile and bits only.
+    A width the profile's evidence does not back is an infinite drop (never feasible)."""
     L = profile.n_units
-    q = q_noise(np.asarray(bits, dtype=np.float64))
-    d_w = profile.sens_w[:, None] * q[None, :]
+    b = np.asarray(bits)
+    q = q_noise(b.astype(np.float64))
+    fw, fa = profile.width_floors
+    d_w = np.where(unbacked(b[None, :], fw[:, None]), np.inf, profile.sens_w[:, None] * q[None, :])
     cuts = np.arange(L + 1)
     inner = (cuts > 0) & (cuts < L)
     sa = np.concatenate([[0.0], profile.sens_a])
-    return d_w, (inner * sa)[:, None] * q[None, :]
+    d_a = (inner * sa)[:, None] * q[None, :]
+    off = inner[:, None] & unbacked(b[None, :], np.concatenate([[1], fa])[:, None])
+    return d_w, np.where(off, np.inf, d_a)
+
+
+def unbacked_options(d_w: np.ndarray, d_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where :func:`drop_tables` refuses a width: those options cost inf too, so no solver or
+    repair ever weighs them (an inf cost is an option too costly to take)."""
+    return np.isinf(d_w), np.isinf(d_a)
 
 
 @np.errstate(over="ignore", invalid="ignore")
@@ -302,7 +316,10 @@ def unit_tables(profile: ModelProfile, req: Request,
     down = (cuts[:, None] > 0) * (req.rtt_s / req.reuse) * w_rx
     srv = server_suffix_s(profile, req)[:, None] * w_idle
     fixed = up + down + srv
-    return UnitTables(bits=tuple(bits), c_w=c_w, d_w=d_w, fixed=fixed, d_a=d_a)
+    off_w, off_a = unbacked_options(d_w, d_a)
+    return UnitTables(bits=tuple(bits), c_w=np.where(off_w, np.inf, c_w), d_w=d_w,
+                      fixed=np.where(off_a, np.inf, fixed), d_a=d_a,
+                      compounding=profile.compounding)
 
 
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")
@@ -342,4 +359,6 @@ def unit_tables_batch(profile: ModelProfile, arrays: dict[str, np.ndarray],
                                                   share=col("srv_load")[:, :, 0])
     suffix = np.concatenate([np.cumsum(per_unit[:, ::-1], axis=1)[:, ::-1],
                              np.zeros((len(per_unit), 1))], axis=1)
-    return c_w, up + down + suffix[:, :, None] * w_idle
+    off_w, off_a = unbacked_options(*drop_tables(profile, bits))
+    return (np.where(off_w[None], np.inf, c_w),
+            np.where(off_a[None], np.inf, up + down + suffix[:, :, None] * w_idle))

@@ -33,8 +33,10 @@ def solve_milp(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFA
     ny, nx = len(ys), L * K
     obj = np.concatenate([[T.fixed[p, a] for p, a in ys], T.c_w.ravel()])
     scale = 1e6 / max(float(T.fixed[0, a32]), 1e-12)
-    eps = drop_limit_pp(req.eps_pp)
+    eps = drop_limit_pp(req.eps_pp, T.compounding)
     drop = np.concatenate([[T.d_a[p, a] for p, a in ys], T.d_w.ravel()])
+    off = ~np.isfinite(obj) | ~np.isfinite(drop)     # widths the evidence does not back
+    obj, drop = np.where(off, 0.0, obj), np.where(off, 0.0, drop)
     drop = np.where(drop < 1e-15 * max(eps, 1e-9), 0.0, drop)
     rows = [np.concatenate([np.ones(ny), np.zeros(nx)])]
     lo, hi = [1.0], [1.0]
@@ -52,7 +54,7 @@ def solve_milp(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFA
     lo.append(-np.inf)
     hi.append(eps * dscale)
     res = milp(obj * scale, constraints=LinearConstraint(np.vstack(rows), lo, hi),
-               integrality=np.ones(ny + nx), bounds=Bounds(0, 1),
+               integrality=np.ones(ny + nx), bounds=Bounds(0, np.where(off, 0.0, 1.0)),
                options={"mip_rel_gap": 0.0, "time_limit": time_limit_s})
     if res.x is None or res.status != 0:
         raise RuntimeError(f"milp: no optimum ({res.message})")

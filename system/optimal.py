@@ -47,6 +47,7 @@ class _Hull:
     seg_eff: np.ndarray    # (S,) cost saved per pp of drop, descending
 
 
+@np.errstate(invalid="ignore")      # inf - inf between two refused options: nan, never a segment
 def _hull_segments(c_w: np.ndarray, d_w: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each unit's lower convex hull of its (drop, cost) options, walked from least drop to
@@ -104,7 +105,7 @@ def solve(profile: ModelProfile, req: Request, bits: tuple[int, ...] = DEFAULT_B
     c_w, d_w, fixed, d_a = T.c_w, T.d_w, T.fixed, T.d_a
     L = c_w.shape[0]
     Ka = fixed.shape[1]
-    eps = drop_limit_pp(req.eps_pp)
+    eps = drop_limit_pp(req.eps_pp, T.compounding)
     a32 = T.bits.index(32)
 
     H = _hulls(c_w, d_w)

@@ -10,48 +10,41 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from system.errors import QsplitInputError, check_finite, check_keys, shown
+from system.evidence import (
+    Compounding,
+    TensorEvidence,
+    parse_compounding,
+    parse_tensor_evidence,
+    parse_width_mode,
+    width_floors,
+)
 from system.hardware import device_names, processor_timing, server_names
 from system.loaders import is_file, parse_json, read_text
+from system.unit_times import (  # noqa: F401  (re-exported: a profile's parts)
+    MAX_UNIT_TIME_S,
+    PROCESSOR_NAME,
+    TIME_METHODS,
+    TimeTable,
+    UnitEfficiency,
+    _unit_times,
+    check_processor_name,
+)
 
 PROFILE_FORMAT = "qsplit-profile/1"
 SENSITIVITY_SOURCES = ("measured", "hawq_v3", "proxy", "synthetic")
 _UNIT_KEYS = ("name", "macs", "params", "out_elems", "sens_w", "sens_a")
 _TOP_REQUIRED = ("name", "in_elems", "input_bits", "base_accuracy_pct", "units")
-_TOP_OPTIONAL = ("format", "input_shape", "sensitivity_source", "provenance", "unit_times")
-#: How a measured time table was obtained (its provenance's ``method``).
-TIME_METHODS = ("profiler", "import-units", "import-splits")
-#: A processor name: what a request's ``device`` or ``server`` label is matched against.
-PROCESSOR_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,99}")
-MAX_UNIT_TIME_S = 1e6
-
-
-@dataclass(frozen=True, eq=False)
-class TimeTable:
-    """Measured fp32 time of every unit on one processor at batch 1 (DESIGN.md §1a), and how
-    it was measured (``provenance``: method, date, machine, threads, repeats, source ...)."""
-
-    time_s: np.ndarray
-    provenance: dict
-
-
-@dataclass(frozen=True, eq=False)
-class UnitEfficiency:
-    """eff[l]: a unit's speed relative to its MAC share, fitted on reference processors and
-    carried to processors that have only FLOP/s; ``fit`` records the fit and its quality."""
-
-    eff: np.ndarray
-    fit: dict
-
-
+_TOP_OPTIONAL = ("format", "input_shape", "sensitivity_source", "provenance", "unit_times",
+                 "compounding", "widths")
 @dataclass(frozen=True, eq=False)
 class ModelProfile:
     """Per-unit figures of one network (arrays of length L, unit 1 first)."""
@@ -71,6 +64,21 @@ class ModelProfile:
     provenance: dict = field(default_factory=dict)
     time_tables: Mapping[str, TimeTable] = field(default_factory=dict)
     efficiency: UnitEfficiency | None = None
+    evidence: tuple[TensorEvidence, ...] | None = None   # per unit, where recorded
+    compounding: Compounding | None = None                # drop = g(additive sum); None: g = id
+    widths: str = "evidence"                              # or "extrapolate" (system.evidence)
+
+    @cached_property
+    def width_floors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Narrowest width each unit's weights and output may take (system.evidence)."""
+        return width_floors(self.evidence, self.params, self.widths,
+                            self.sensitivity_source == "synthetic")
+
+    @cached_property
+    def evidence_floors(self) -> tuple[np.ndarray, np.ndarray]:
+        """The same floors as if extrapolation were not asked for: what flags a plan."""
+        return width_floors(self.evidence, self.params, "evidence",
+                            self.sensitivity_source == "synthetic")
 
     @property
     def n_units(self) -> int:
@@ -85,11 +93,16 @@ class ModelProfile:
             for n, m, p, o, sw, sa in zip(self.unit_names, self.macs, self.params,
                                           self.out_elems, self.sens_w, self.sens_a, strict=True)
         ]
+        for u, e in zip(units, self.evidence or (), strict=False):
+            u["evidence"] = e.to_dict()
+        extra: dict = {"compounding": self.compounding.to_dict()} if self.compounding else {}
+        if self.widths != "evidence":
+            extra["widths"] = self.widths
         return {"format": PROFILE_FORMAT, "name": self.name,
                 "input_shape": list(self.input_shape), "in_elems": self.in_elems,
                 "input_bits": self.input_bits, "base_accuracy_pct": self.base_accuracy_pct,
                 "sensitivity_source": self.sensitivity_source, "provenance": self.provenance,
-                "units": units, **self._unit_times_dict()}
+                "units": units, **extra, **self._unit_times_dict()}
 
     def _unit_times_dict(self) -> dict:
         if not self.time_tables and self.efficiency is None:
@@ -162,7 +175,7 @@ def _unit_figures(uw: str, u: object) -> dict[str, float]:
         if missing:
             raise QsplitInputError(f"{uw}: sensitivities missing ({', '.join(missing)}: "
                                    "each a number >= 0 in pp per unit of q(b))")
-    check_keys(uw, u, _UNIT_KEYS)
+    check_keys(uw, u, _UNIT_KEYS, ("evidence",))
     # out_elems >= 1: a unit's output is the tensor a cut after it sends.
     figs = {k: check_finite(f"{uw}.{k}", u[k], lo=1.0 if k == "out_elems" else 0.0,
                             hi=_UNIT_MAX[k], unit=unit) for k, unit in _UNIT_FIGURES.items()}
@@ -193,6 +206,7 @@ def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
         raise QsplitInputError(f"{where}.units: expected a non-empty list of units")
     cols: dict[str, list[float]] = {k: [] for k in _UNIT_KEYS[1:]}
     names: list[str] = []
+    evidence: list[TensorEvidence] = []
     for i, u in enumerate(units):
         uw = f"{where}.units[{i}]"
         figs = _unit_figures(uw, u)
@@ -202,8 +216,13 @@ def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
             raise QsplitInputError(f"{uw}.name: {shown(u['name'])} is already the name of unit "
                                    f"{names.index(u['name'])}; unit names must be unique")
         names.append(u["name"])
+        if "evidence" in u:
+            evidence.append(parse_tensor_evidence(f"{uw}.evidence", u["evidence"]))
         for k in _UNIT_KEYS[1:]:
             cols[k].append(figs[k])
+    if evidence and len(evidence) != len(units):
+        raise QsplitInputError(f"{where}.units: {len(evidence)} of {len(units)} units carry "
+                               "'evidence'; expected every unit or none")
     if cols["sens_a"][-1] != 0:
         raise QsplitInputError(
             f"{where}.units[{len(units) - 1}].sens_a: {cols['sens_a'][-1]:g} on the last unit; "
@@ -245,67 +264,10 @@ def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
         **{k: np.asarray(v, dtype=np.float64) for k, v in cols.items()},
         in_elems=int(in_elems), input_bits=int(input_bits), base_accuracy_pct=acc,
         sensitivity_source=src, input_shape=tuple(shape), provenance=prov,
-        time_tables=tables, efficiency=eff)
-
-
-def check_processor_name(where: str, name: object) -> str:
-    """A processor name (1-100 letters, digits, '_', '.', '+', '@' or '-')."""
-    if not isinstance(name, str) or not PROCESSOR_NAME.fullmatch(name):
-        raise QsplitInputError(f"{where}: {shown(name)} is not a processor name (1-100 letters, "
-                               "digits, '_', '.', '+', '@' or '-', not starting with a sign)")
-    return name
-
-
-def _per_unit(where: str, values: object, n: int, lo: float, hi: float, unit: str) -> np.ndarray:
-    if not isinstance(values, list) or len(values) != n:
-        raise QsplitInputError(f"{where}: expected a list of {n} numbers (one per unit) in {unit}")
-    return np.array([check_finite(f"{where}[{i}]", v, lo=lo, hi=hi, lo_open=True, unit=unit)
-                     for i, v in enumerate(values)], dtype=np.float64)
-
-
-def _unit_times(where: str, data: object, macs: np.ndarray
-                ) -> tuple[dict[str, TimeTable], UnitEfficiency | None]:
-    """The measured time tables and fitted efficiencies of a profile (DESIGN.md §1a)."""
-    if data is None:
-        return {}, None
-    d = check_keys(where, data, ("tables",), ("eff", "fit"))
-    if not isinstance(d["tables"], dict):
-        raise QsplitInputError(f"{where}.tables: expected an object keyed by processor name")
-    tables = {}
-    for name, t in d["tables"].items():
-        tw = f"{where}.tables[{name!r}]"
-        check_processor_name(tw, name)
-        t = check_keys(tw, t, ("time_s", "provenance"))
-        prov = t["provenance"]
-        if not isinstance(prov, dict) or not isinstance(prov.get("date"), str):
-            raise QsplitInputError(f"{tw}.provenance: expected an object with at least 'method' "
-                                   "and 'date' (how and when the times were measured)")
-        if prov.get("method") not in TIME_METHODS:
-            raise QsplitInputError(f"{tw}.provenance.method: {shown(prov.get('method'))} is not one "
-                                   f"of {list(TIME_METHODS)}")
-        tables[name] = TimeTable(_per_unit(f"{tw}.time_s", t["time_s"], len(macs), 0.0,
-                                           MAX_UNIT_TIME_S, "s"), prov)
-    if ("eff" in d) != ("fit" in d):
-        raise QsplitInputError(f"{where}: eff and fit go together (the efficiencies and the fit "
-                               "they come from)")
-    if "eff" not in d:
-        return tables, None
-    eff = _per_unit(f"{where}.eff", d["eff"], len(macs), 0.0, 1e6, "(unitless)")
-    idle = np.flatnonzero((macs == 0) & (eff != 1.0))
-    if idle.size:
-        raise QsplitInputError(f"{where}.eff[{idle[0]}]: {eff[idle[0]]:g} on a unit without MACs; "
-                               "expected 1")
-    mean = float(np.sum(macs / eff) / np.sum(macs))
-    if abs(mean - 1.0) > 1e-9:
-        raise QsplitInputError(f"{where}.eff: MAC-weighted harmonic mean {mean:.12g}; expected 1 "
-                               "(sum macs/eff = sum macs, within 1e-9)")
-    fit = check_keys(f"{where}.fit", d["fit"], ("method", "reference", "processors"),
-                     ("comparison", "date", "carried"))
-    ref = fit["reference"]
-    if not isinstance(ref, list) or not ref or any(r not in tables for r in ref):
-        raise QsplitInputError(f"{where}.fit.reference: expected a non-empty list of the names "
-                               f"of tables in {where}.tables, got {shown(ref)}")
-    return tables, UnitEfficiency(eff, fit)
+        time_tables=tables, efficiency=eff, evidence=tuple(evidence) or None,
+        compounding=(parse_compounding(f"{where}.compounding", d["compounding"])
+                     if "compounding" in d else None),
+        widths=parse_width_mode(f"{where}.widths", d.get("widths", "evidence")))
 
 
 def load_profile_file(path: str | Path) -> ModelProfile:

@@ -30,6 +30,7 @@ import numpy as np
 from system.accuracy import drop_limit_pp
 from system.bits import DEFAULT_BITS
 from system.cost import UnitTables, drop_sum_pp, drop_sums_pp, unit_tables
+from system.evidence import Compounding
 from system.plan import NO_ACT_BITS, Plan, PlanResult
 from system.profiles import ModelProfile
 from system.request import Request
@@ -77,7 +78,7 @@ def repair_indices(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray,
     drop = drop_sum_pp([D[r][cur[r]] for r in range(p)], D[p][cur[p]])
     steps = 0
     fallback = False
-    limit = drop_limit_pp(eps_pp)
+    limit = drop_limit_pp(eps_pp, T.compounding)
     if enabled and drop > limit:
         C = [*T.c_w[:p].tolist(), T.fixed[p].tolist()]
         n_rows = p + 1 if inner else p
@@ -125,7 +126,8 @@ def _rows_best(D: np.ndarray, C: np.ndarray, cur: np.ndarray, enabled: np.ndarra
 
 def repair_batch(c_w: np.ndarray, fixed: np.ndarray, d_w: np.ndarray, d_a: np.ndarray,
                  eps_pp: np.ndarray, cuts: np.ndarray, w_idx: np.ndarray, a_idx: np.ndarray,
-                 bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                 bits: tuple[int, ...], compounding: Compounding | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`repair_indices` of N plans at once, the same moves in the same order.
 
     ``c_w`` (N, L, K) and ``fixed`` (N, L+1, K) are each request's tables, ``d_w`` (L, K) and
@@ -141,7 +143,7 @@ def repair_batch(c_w: np.ndarray, fixed: np.ndarray, d_w: np.ndarray, d_a: np.nd
     """
     N, L, K = c_w.shape
     k32 = bits.index(32)
-    limit_pp = drop_limit_pp(np.asarray(eps_pp, dtype=np.float64))
+    limit_pp = drop_limit_pp(np.asarray(eps_pp, dtype=np.float64), compounding)
     cuts = np.asarray(cuts, dtype=np.int64)
     on = np.arange(L)[None, :] < cuts[:, None]
     inner = (cuts > 0) & (cuts < L)
@@ -179,7 +181,8 @@ def repair_batch(c_w: np.ndarray, fixed: np.ndarray, d_w: np.ndarray, d_a: np.nd
                 best_s, best_dd, best_j, live = best_s[live], best_dd[live], best_j[live], live[live]
     for i in idx[live].tolist():
         p = int(cuts[i])
-        res = repair_indices(UnitTables(bits=tuple(bits), c_w=c_w[i], d_w=d_w, fixed=fixed[i], d_a=d_a),
+        res = repair_indices(UnitTables(bits=tuple(bits), c_w=c_w[i], d_w=d_w, fixed=fixed[i], d_a=d_a,
+                                        compounding=compounding),
                              float(eps_pp[i]), p, cur[i, :L], int(cur[i, L]))
         over[i] = res.fallback
         if not res.fallback:
