@@ -10,7 +10,7 @@ import pytest
 from test_optimal import brute_force_cost  # the one enumeration
 
 from system.accuracy import compound_pp, drop_limit_pp, drop_pp, extrapolated_tensors
-from system.cost import evaluate_plans, plan_report, unit_time, unit_tables
+from system.cost import evaluate_plans, plan_report, unit_tables, unit_time
 from system.errors import QsplitInputError
 from system.evidence import Compounding, TensorEvidence, parse_compounding
 from system.hardware import get_server, processor_timing
