@@ -101,7 +101,7 @@ def test_no_tables_no_labels_is_the_mac_model_bit_for_bit() -> None:
     rng = np.random.default_rng(0)
     for _ in range(20):
         prof = random_profile(int(rng.integers(1, 12)), rng)
-        req = random_request(rng)
+        req = dataclasses.replace(random_request(rng), device="", server="")
         T = unit_tables(prof, req)
         from system.bits import kernel_kappa
         kap = kernel_kappa(np.asarray(DEFAULT_BITS), np.asarray(req.dev_kappa))
@@ -228,6 +228,7 @@ def test_catalog_overhead_needs_a_source(monkeypatch) -> None:
     from system import hardware
     cat = copy.deepcopy(hardware._catalog())
     cat["servers"]["t4"]["overhead_s"] = 1e-4
+    del cat["servers"]["t4"]["overhead_source"]
     monkeypatch.setattr(hardware, "_catalog", lambda: cat)
     with pytest.raises(QsplitInputError, match=r"server t4: overhead_source: expected the source"):
         hardware.get_server("t4")
@@ -238,12 +239,17 @@ def test_catalog_overhead_needs_a_source(monkeypatch) -> None:
         hardware.get_server("t4")
 
 
-def test_shipped_catalog_has_no_overhead_and_carries_no_eff() -> None:
+def test_shipped_catalog_overheads_cite_a_source_and_carry_no_eff() -> None:
     from system.hardware import catalog_entries
+    with_overhead = []
     for kind in ("devices", "servers"):
         for name in catalog_entries(kind):
             timing = cost_mod.processor_timing(name)
-            assert timing.overhead_s == 0.0 and not timing.carry_eff, name
+            assert not timing.carry_eff, name
+            if timing.overhead_s:
+                assert "PORTEND" in timing.overhead_source, name
+                with_overhead.append(name)
+    assert sorted(with_overhead) == ["a100", "t4"]      # the GPUs at batch 1
 
 
 # ------------------------------------------------------------------------- the fit
