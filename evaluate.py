@@ -23,6 +23,7 @@ and exits 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -33,8 +34,9 @@ from leaderboard.suites import ROOT, check_n_requests, load_suite, suite_names
 from leaderboard.summary import compare_figures, expected_figures, markdown, summary_json
 from system.atomic import atomic_write_text
 from system.errors import QsplitInputError, cli_main
+from system.evidence import WIDTH_MODES
 from system.loaders import parse_json, read_text
-from system.profiles import load_profile
+from system.profiles import load_profile, with_widths
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                          "existing one is replaced only if it is an evaluation output")
     ap.add_argument("--requests", type=int, metavar="N",
                     help="N requests per case instead of the suite's counts (quick looks)")
+    ap.add_argument("--widths", choices=list(WIDTH_MODES), default=None,
+                    help="plan over the widths the profile's evidence backs (default) or over "
+                    "every width (extrapolate); overrides the suite's `widths`")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--replay", type=Path, metavar="CSV",
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             want = parse_json(read_text(args.check, "--check"), f"--check {args.check.name}")
         suite = load_suite(args.suite)
+        if args.widths is not None:
+            suite = dataclasses.replace(suite, profile=with_widths(suite.profile, args.widths))
         out = args.out or ROOT / "out" / "eval" / suite.name
         summary = evaluate_suite(suite, args.decider, out, plots=not args.no_plots,
                            progress=not args.quiet, n_requests=args.requests,

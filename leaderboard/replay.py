@@ -15,7 +15,7 @@ from system.bits import DEFAULT_BITS, check_bit_set
 from system.cost import evaluate_plans
 from system.errors import QsplitInputError, shown
 from system.loaders import cell_float, parse_json, read_text
-from system.profiles import ModelProfile, load_profile
+from system.profiles import ModelProfile, load_profile, with_widths
 from system.request import request_from_row
 
 #: Columns a replay recomputes and compares.
@@ -59,7 +59,7 @@ def replay_csv(path: Path, profile: ModelProfile | None = None) -> tuple[int, li
     if profile is None:
         if not meta:
             raise QsplitInputError(f"replay: no summary.json beside {path}; give --model")
-        profile = load_profile(meta["model"])
+        profile = with_widths(load_profile(meta["model"]), meta.get("widths"), "summary.json widths")
         if profile.sha256() != meta["profile_sha256"]:
             raise QsplitInputError(
                 f"replay: model {shown(meta['model'])} differs from the one evaluated (profile hash)")

@@ -14,13 +14,13 @@ from pathlib import Path
 from system.bits import DEFAULT_BITS, check_bit_set
 from system.errors import QsplitInputError, check_keys, shown
 from system.loaders import is_dir, is_file, parse_yaml, read_text, user_path
-from system.profiles import ModelProfile, load_profile
+from system.profiles import ModelProfile, load_profile, with_widths
 from system.scenario import Scenario, config_dirs, load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE_FORMAT = "qsplit-eval-suite/1"
 _SUITE_REQUIRED = ("name", "model", "cases")
-_SUITE_OPTIONAL = ("format", "description", "bits", "deciders")
+_SUITE_OPTIONAL = ("format", "description", "bits", "deciders", "widths")
 _CASE_REQUIRED = ("name", "scenario", "n_requests", "seed")
 _CASE_OPTIONAL = ("description", "override")
 #: Deciders that are comparison points; the rest (optimal, PPO runs, bundles) are "subjects"
@@ -148,6 +148,7 @@ def load_suite(spec: str | Path) -> Suite:
     if dup:
         raise QsplitInputError(f"{where}.cases: case names must be distinct, repeated: {dup}")
     model = _text(f"{where}.model", d["model"])
+    profile = with_widths(load_profile(model), d.get("widths"), f"{where}.widths")
     return Suite(name=_text(f"{where}.name", d["name"]), description=str(d.get("description", "")),
-                 model=model, profile=load_profile(model), bits=bits,
+                 model=model, profile=profile, bits=bits,
                  deciders=tuple(deciders), cases=cases, path=str(path))

@@ -49,6 +49,7 @@ def summarize(rows: Sequence[dict], suite: Suite, policies: dict[str, Policy]) -
     return {
         "format": SUMMARY_FORMAT, "suite": suite.name, "suite_path": suite.path,
         "model": suite.model, "profile_sha256": suite.profile.sha256(), "bits": list(suite.bits),
+        "widths": suite.profile.widths,
         "cases": {c.name: {"n_requests": len({r["request"] for r in by_case.get(c.name, [])}),
                            "seed": c.seed, "skipped": c.skip_reason} for c in suite.cases},
         "decision_timing": {n: ("batch time / n (one call per case)" if p.batched

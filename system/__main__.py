@@ -13,8 +13,9 @@ import sys
 from system.baselines import DECIDERS
 from system.cost import plan_report
 from system.errors import cli_main
+from system.evidence import WIDTH_MODES
 from system.hardware import catalog_entries
-from system.profiles import builtin_profile_names, load_profile
+from system.profiles import builtin_profile_names, load_profile, with_widths
 from system.request import REQUEST_JSON_FIELDS, load_request_file
 
 
@@ -27,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--request", required=True,
                     help="request JSON file, or - for standard input (see `request-fields`)")
     pl.add_argument("--decider", default="optimal", choices=sorted(DECIDERS))
+    pl.add_argument("--widths", choices=list(WIDTH_MODES), default=None,
+                    help="bit widths offered: those the profile's evidence backs (its default) or "
+                    "every width, extrapolating the law (flagged in the report's 'extrapolated')")
     sub.add_parser("catalog", help="list the device and server catalog with sources")
     sub.add_parser("request-fields", help="list the request JSON fields with units")
     return ap
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
     if args.cmd == "plan":
-        profile = load_profile(args.profile)
+        profile = with_widths(load_profile(args.profile), args.widths, "--widths")
         req = load_request_file(args.request)
         plan = DECIDERS[args.decider](profile, req)
         out = {"decider": args.decider, "profile": profile.name, **plan_report(profile, req, plan)}

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -268,6 +268,14 @@ def profile_from_dict(data: object, where: str = "profile") -> ModelProfile:
         compounding=(parse_compounding(f"{where}.compounding", d["compounding"])
                      if "compounding" in d else None),
         widths=parse_width_mode(f"{where}.widths", d.get("widths", "evidence")))
+
+
+def with_widths(profile: ModelProfile, widths: object, where: str = "widths") -> ModelProfile:
+    """The profile offering the widths asked for (``evidence`` or ``extrapolate``; None keeps
+    the profile's own): what a suite's, a scenario's or a command's option changes."""
+    if widths is None or widths == profile.widths:
+        return profile
+    return replace(profile, widths=parse_width_mode(where, widths))
 
 
 def load_profile_file(path: str | Path) -> ModelProfile:

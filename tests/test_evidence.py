@@ -168,3 +168,21 @@ def test_a100_predicts_resnet50_batch1_and_t4_resnet18() -> None:
     t_r18 = float(np.sum(unit_time(r18, "t4").seconds(t4.flops_per_s)))
     launches = r18.n_units * processor_timing("t4").overhead_s
     assert launches + 2 * r18.macs.sum() / 8.1e12 < t_r18 < 10e-3
+
+
+def test_widths_option_of_suites_and_commands(tmp_path) -> None:
+    from leaderboard.suites import load_suite
+    from system.profiles import with_widths
+
+    r18 = load_profile("resnet18")
+    assert with_widths(r18, None) is r18 and with_widths(r18, "evidence") is r18
+    assert with_widths(r18, "extrapolate").widths == "extrapolate"
+    with pytest.raises(QsplitInputError, match="--widths: 'some' is not one of"):
+        with_widths(r18, "some", "--widths")
+    text = (tmp_path / "s.yaml")
+    text.write_text("name: s\nmodel: resnet18\nwidths: extrapolate\n"
+                    "cases: [{name: a, scenario: default, n_requests: 5, seed: 1}]\n")
+    assert load_suite(text).profile.widths == "extrapolate"
+    text.write_text(text.read_text().replace("extrapolate", "wide"))
+    with pytest.raises(QsplitInputError, match=r"suite s\.yaml\.widths: 'wide'"):
+        load_suite(text)
