@@ -120,12 +120,12 @@ def test_c18_trivial_costs_equal_the_cost_model(training: list[Request]) -> None
     tp = d.trivial
     L = d.profile.n_units
     for r in training[:50]:
-        prices = tp.prices(rf.from_request(r))
+        prices = tp.prices(rf.from_request(r), r.device, r.server)   # labels: the T4's overhead
         for p, w, a in tp.actions[::3]:
             bits = np.full((1, L), 32)
             bits[0, :p] = [d.bits[k] for k in w]
             want = evaluate_arrays(d.profile, r, np.array([p]), bits, np.array([d.bits[a]])).cost[0]
-            assert tp.cost((p, w, a), prices) == pytest.approx(want, rel=1e-12)
+            assert tp.cost((p, w, a), prices, r.device, r.server) == pytest.approx(want, rel=1e-12)
 
 
 @pytest.mark.parametrize("model", MODELS)
