@@ -22,13 +22,13 @@ from system.request import random_request
 SEED = 20261129
 #: sha256 of the JSON list of [cut, weight_bits, act_bits] per request, by (model, options).
 GOLDEN: dict[tuple[str, str], str] = {
-    ("resnet18", "{}"): "612df6d53f1ae142bd0f7301b342dd2ad9a16ff3951bef3770f4878fea287007",
+    ("resnet18", "{}"): "d61d2de02efe28c7f11368ab478f1433ed9752574b7041161d2932c2741d86a6",
     ("resnet18", '{"fallback": "infeasible"}'):
-        "5344fa532bd318bd81a15b30ced72d1f6580d97e358522bd6cb47e604d5a4dc8",
+        "5c86106f357202222eba5c815f62ab818b917ef74fed716a2a6055c4ad402ad9",
     ("resnet18", '{"refine": true}'):
-        "a8631c1e60dd5e36efb9179d16d8e475a70e6be38601299724e8ba34a4fe9658",
+        "9f6384ffb36b0f4092d09f91ee2b754f1952f8d87939d2ecf3c8412dea080d53",
     ("resnet18", '{"fallback": "none", "trivial_guard": false}'):
-        "ac2c360d4f1837f3c23baffe8437018f9788e55844e720575d477aa5e0fcabb5",
+        "a34edc48f59330b7aa43a5587d2047af41b87badf15f5454ca9c44c41aed1c17",
     ("digits_cnn", "{}"): "9476896b6b040f87755b791d2995026ac830f1eee0eced30a534447c30eeebe8",
     ("digits_cnn", '{"fallback": "infeasible"}'):
         "3466ae35d5e169ec3ef4182a89ba02c9de2969eca241cb60c64ee6a475d0e99a",
