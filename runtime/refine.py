@@ -163,7 +163,9 @@ def lagrangian_sweep(T: UnitTables, eps_pp: float) -> PlanResult | None:
     limit = drop_limit_pp(eps_pp, T.compounding)
     # just above each multiplier at which a unit's best option changes, so the argmin is unique
     lam = np.concatenate([[0.0], hull_multipliers(c, d) * (1.0 + 1e-9)])
-    pick = np.argmin(c[None] + lam[:, None, None] * d[None], axis=2)        # (M, L)
+    with np.errstate(invalid="ignore"):        # 0 x inf: a refused width, never picked
+        score = np.where(np.isinf(d)[None], np.inf, c[None] + lam[:, None, None] * d[None])
+    pick = np.argmin(score, axis=2)                                          # (M, L)
     rows = np.arange(L)[None, :]
     C = np.concatenate([np.zeros((len(lam), 1)), np.cumsum(c[rows, pick], axis=1)], axis=1)
     D = np.concatenate([np.zeros((len(lam), 1)), np.cumsum(d[rows, pick], axis=1)], axis=1)

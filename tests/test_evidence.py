@@ -186,3 +186,20 @@ def test_widths_option_of_suites_and_commands(tmp_path) -> None:
     text.write_text(text.read_text().replace("extrapolate", "wide"))
     with pytest.raises(QsplitInputError, match=r"suite s\.yaml\.widths: 'wide'"):
         load_suite(text)
+
+
+def test_refinement_never_takes_a_refused_width() -> None:
+    """The Lagrangian sweep scores c + lam d: at lam = 0 a refused option is 0 x inf, which
+    must not win the argmin."""
+    from runtime.refine import lagrangian_sweep, refine
+
+    r18 = load_profile("resnet18")
+    rng = np.random.default_rng(9)
+    for _ in range(40):
+        req = random_request(rng)
+        T = unit_tables(r18, req)
+        sw = lagrangian_sweep(T, req.eps_pp)
+        assert sw is not None and np.isfinite(sw.cost) and np.isfinite(sw.drop_pp)
+        start = solve(r18, req)
+        r = refine(T, req.eps_pp, start.cut, list(start.w_idx), start.a_idx)
+        assert r.cost <= start.cost * (1 + 1e-12) and np.isfinite(r.drop_pp)

@@ -26,7 +26,7 @@ GOLDEN: dict[tuple[str, str], str] = {
     ("resnet18", '{"fallback": "infeasible"}'):
         "5c86106f357202222eba5c815f62ab818b917ef74fed716a2a6055c4ad402ad9",
     ("resnet18", '{"refine": true}'):
-        "9f6384ffb36b0f4092d09f91ee2b754f1952f8d87939d2ecf3c8412dea080d53",
+        "b4005c3bce44a837cdf9ab95121696a7a872c6c01d4ae3eb7741e186a2a9d30a",
     ("resnet18", '{"fallback": "none", "trivial_guard": false}'):
         "a34edc48f59330b7aa43a5587d2047af41b87badf15f5454ca9c44c41aed1c17",
     ("digits_cnn", "{}"): "9476896b6b040f87755b791d2995026ac830f1eee0eced30a534447c30eeebe8",
