@@ -200,6 +200,10 @@ def test_refinement_never_takes_a_refused_width() -> None:
         T = unit_tables(r18, req)
         sw = lagrangian_sweep(T, req.eps_pp)
         assert sw is not None and np.isfinite(sw.cost) and np.isfinite(sw.drop_pp)
+        big = dataclasses.replace(T, c_w=np.where(np.isinf(T.c_w), 1e300, T.c_w),
+                                  d_w=np.where(np.isinf(T.d_w), 1e300, T.d_w))
+        with np.errstate(over="ignore"):
+            assert lagrangian_sweep(big, req.eps_pp).cost == sw.cost   # as if merely too costly
         start = solve(r18, req)
         r = refine(T, req.eps_pp, start.cut, list(start.w_idx), start.a_idx)
         assert r.cost <= start.cost * (1 + 1e-12) and np.isfinite(r.drop_pp)
