@@ -214,7 +214,8 @@ def _exact_mckp(c: np.ndarray, d: np.ndarray, budget: float, const: float, lam: 
     """min const + sum c[l, k_l] s.t. sum d[l, k_l] <= budget, if below ``inc``; else None."""
     p, _ = c.shape
     tol = _REL * max(1.0, abs(inc))
-    V = c + lam * d
+    with np.errstate(invalid="ignore"):      # 0 x inf at lam = 0: a refused width stays out
+        V = np.where(np.isinf(d), np.inf, c + lam * d)
     m = V.min(axis=1)
     lag = const + float(m.sum()) - lam * budget
     if lag > inc + tol:
