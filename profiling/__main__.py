@@ -240,24 +240,26 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _cmd_train_digits(args: argparse.Namespace) -> int:
     from profiling import digits
 
-    record = digits.train_and_save(seed=args.seed)
+    record = digits.train_and_save(seed=args.seed, net=digits.check_net(args.net))
     print(json.dumps(record, indent=2, allow_nan=False))
-    print(f"weights: {digits.WEIGHTS_PATH}")
+    print(f"weights: {digits.weights_path(args.net)}")
     return 0
 
 
 def _cmd_calibrate_digits(args: argparse.Namespace) -> int:
     import torch
 
-    from profiling.calibrate import calibrate_digits
+    from profiling.digits import check_net
+    from profiling.netcal import calibrate_net
 
     torch.set_num_threads(1)
-    profile = calibrate_digits(
-        n_seeds=args.seeds, n_cal_plans=args.plans, plan_seeds=args.plan_seeds, seed=args.seed,
-        log=lambda m: print(m, flush=True),
-    )
+    if not 1 <= args.per_bin <= 1000:
+        raise ValueError(f"--per-bin: {args.per_bin} plans per bin is outside [1, 1000]")
+    profile = calibrate_net(check_net(args.net), per_bin=args.per_bin, seed=args.seed,
+                            log=lambda m: print(m, flush=True))
     path = write_profile(profile, PROFILES_DIR)
-    print(f"{path}: k = {profile.provenance['safety_factor']['k']}")
+    comp = profile.compounding
+    print(f"{path}: g = {comp.fit['chosen']}, safety factor {comp.fit['safety_factor']}")
     for name, sw, sa in zip(profile.unit_names, profile.sens_w, profile.sens_a, strict=True):
         print(f"  {name:<8} sens_w {sw:8.3f}  sens_a {sa:8.3f}")
     return 0
@@ -307,14 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="", help="output file or directory (default ./<name>.json)")
     p.set_defaults(func=_cmd_profile)
 
-    p = sub.add_parser("train-digits", help="train the digits CNN, save weights and accuracy")
+    p = sub.add_parser("train-digits", help="train a digits network, save weights and accuracy")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--net", default="digits_cnn", help="digits_cnn or digits_resnet")
     p.set_defaults(func=_cmd_train_digits)
 
-    p = sub.add_parser("calibrate-digits", help="measure the digits CNN's sensitivities")
-    p.add_argument("--seeds", type=int, default=64, help="rounding seeds per calibration point")
-    p.add_argument("--plans", type=int, default=600, help="plans for the safety factor")
-    p.add_argument("--plan-seeds", type=int, default=8, help="rounding seeds per plan")
+    p = sub.add_parser("calibrate-digits", help="measure a digits network's accuracy model")
+    p.add_argument("--net", default="digits_cnn", help="digits_cnn or digits_resnet")
+    p.add_argument("--per-bin", type=int, default=60,
+                   help="calibration plans per bin of the additive sum (11 bins)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_calibrate_digits)
 

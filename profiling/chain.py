@@ -5,19 +5,16 @@ weights quantized to ``weight_bits``, the tensor at the cut is quantized to ``ac
 (when 0 < cut < L) and the rest runs in float, as on the server.
 
 Measured drop: top-1 accuracy of the float network minus top-1 accuracy of the quantized
-network, in percentage points, on a held-out set. With ~450 images and ~98% accuracy a drop
-is decided by a handful of images near the decision boundary: one image is 0.22 pp, and two
-disjoint halves disagree by tens of percent on the same plan. Two things make it smoother and
-keep it top-1:
+network, in percentage points, on a held-out set.
 
-* **stochastic rounding**, averaged over ``n_seeds`` independent rounding draws (round up with
-  probability equal to the fractional part). Each draw is a real on-grid quantized network and
-  its drop a real top-1 drop; the mean estimates the expected drop of a plan, which is what the
-  planner predicts. Stochastic rounding has about twice the noise power of round-to-nearest,
-  so the figures are conservative for round-to-nearest deployments (the validation reports
-  round-to-nearest figures beside them).
-* **three views of each held-out image** (``digits.eval_views``: shifted -1, 0, +1 pixel
-  horizontally), tripling the top-1 decisions per half.
+Rounding: **round-to-nearest** by default (``n_seeds = 0``), as ``execution`` runs a plan, so
+a measured drop is the drop a deployed plan has: one deterministic evaluation. With ~450
+images and ~98% accuracy a drop is decided by a handful of images near the decision boundary
+(one image is 0.22 pp), so each held-out image is seen in **three views**
+(``digits.eval_views``: shifted -1, 0, +1 pixel horizontally), tripling the top-1 decisions.
+Stochastic rounding (``n_seeds > 0``: the mean over that many draws, each rounding up with
+probability equal to the fractional part) is kept for studies; it has about twice the noise
+power of round-to-nearest, so it measures larger drops than a deployed plan has.
 """
 
 from __future__ import annotations
@@ -94,6 +91,8 @@ class Chain:
         Its mean times 100 is the plan's mean drop in pp (the same draws as ``drop_pp``);
         kept per image so that the calibration set can be bootstrapped.
         """
+        if n_seeds == 0:   # round-to-nearest: one deterministic evaluation
+            return (self.base_vec.double() - self._correct_vec(plan, None).double()).numpy()
         acc = torch.zeros(len(self.y), dtype=torch.float64)
         for s in range(n_seeds):
             gen = torch.Generator().manual_seed(seed * 1_000_003 + s)
@@ -125,6 +124,6 @@ def one_unit_plan(L: int, unit: int, w_bits: int | None = None, a_bits: int | No
     return Plan.canonical(unit + 1, (32,) * (unit + 1), a_bits, L)
 
 
-def measure_plans(chain: Chain, plans: Sequence[Plan], n_seeds: int, seed: int) -> np.ndarray:
-    """Mean stochastic-rounding drop (pp) of each plan."""
+def measure_plans(chain: Chain, plans: Sequence[Plan], n_seeds: int = 0, seed: int = 0) -> np.ndarray:
+    """Drop (pp) of each plan: round-to-nearest (n_seeds 0), else the mean over rounding draws."""
     return np.array([chain.drop_pp(p, n_seeds, seed + 7 * k).mean() for k, p in enumerate(plans)])

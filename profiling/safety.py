@@ -3,14 +3,15 @@
 Why: the additive law fitted on one-unit points under-predicts some mixed plans (errors of
 several units compound), and a plan predicted feasible must be measured feasible. So random
 mixed plans are measured, and the factor k >= 1 is the smallest multiplier of all
-sensitivities such that, over budgets {0.5, 1, 2} pp, at least a target share of the
-(plan, budget) pairs predicted within a budget are measured within it. Predictions are the
-planner's own (``system.accuracy``) on the planner's own plans (``system.plan.Plan``).
+sensitivities (or of the correction g, ``profiling.compounding``) such that, over budgets
+{0.5, 1, 2, 5} pp, at least a target share of the (plan, budget) pairs predicted within a
+budget are measured within it. Predictions are the planner's own (``system.accuracy``) on the
+planner's own plans (``system.plan.Plan``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from system.accuracy import plans_drop_pp
 from system.bits import DEFAULT_BITS
 from system.plan import NO_ACT_BITS, Plan
 
-SAFE_BUDGETS_PP = (0.5, 1.0, 2.0)
+SAFE_BUDGETS_PP = (0.5, 1.0, 2.0, 5.0)
 
 
 def random_plans(
@@ -61,6 +62,58 @@ def random_plans(
         elif beyond_pp[0] < p <= beyond_pp[1] and len(beyond) < n_beyond:
             beyond.append(plan)
     return inside + beyond
+
+
+def _draw(rng: np.random.Generator, L: int, bit_set: Sequence[int]) -> Plan:
+    """One random mixed plan: cut uniform in 1..L, every width uniform from ``bit_set``."""
+    cut = int(rng.integers(1, L + 1))
+    wb = tuple(int(b) for b in rng.choice(bit_set, size=cut))
+    ab = int(rng.choice(bit_set)) if cut < L else NO_ACT_BITS
+    return Plan(cut, wb, ab)
+
+
+def stratified_plans(
+    sens_w: Sequence[float] | np.ndarray,
+    sens_a: Sequence[float] | np.ndarray,
+    edges_pp: Sequence[float],
+    per_bin: Sequence[int],
+    seed: int,
+    predict: Callable[[np.ndarray], np.ndarray] | None = None,
+    bit_set: Sequence[int] = DEFAULT_BITS,
+    max_draws: int = 2_000_000,
+) -> list[Plan]:
+    """Random mixed plans, ``per_bin[j]`` with prediction in (edges[j], edges[j+1]].
+
+    Why: uniform widths put most plans at tiny or huge drops; a correction fitted (or
+    checked) across 0-15 pp needs plans spread over that range. The prediction binned on is
+    ``predict(s)`` (default the additive sum s itself). Duplicates are skipped; a bin that
+    stays short after ``max_draws`` draws is left short.
+    """
+    rng = np.random.default_rng(seed)
+    sw = np.asarray(sens_w, dtype=np.float64)
+    sa = np.asarray(sens_a, dtype=np.float64)
+    edges = np.asarray(edges_pp, dtype=np.float64)
+    want = np.asarray(per_bin, dtype=np.int64)
+    if len(want) != len(edges) - 1:
+        raise ValueError(f"per_bin: {len(want)} counts for {len(edges) - 1} bins")
+    have = np.zeros_like(want)
+    out: list[Plan] = []
+    seen: set[Plan] = set()
+    batch = 512
+    for _ in range(max_draws // batch):
+        if (have >= want).all():
+            break
+        plans = [_draw(rng, len(sw), bit_set) for _ in range(batch)]
+        pred = plans_drop_pp(sw, sa, plans)
+        if predict is not None:
+            pred = predict(pred)
+        bins = np.searchsorted(edges, pred, side="left") - 1
+        for plan, j in zip(plans, bins, strict=True):
+            if 0 <= j < len(want) and have[j] < want[j] and plan not in seen:
+                seen.add(plan)
+                have[j] += 1
+                out.append(plan)
+    return out
 
 
 def safe_rate(pred: np.ndarray, meas: np.ndarray, budgets: Sequence[float] = SAFE_BUDGETS_PP) -> float:

@@ -47,7 +47,7 @@ PUBLISHED = {
     "resnet50": (4.089, 25_557_032),
     "mobilenet_v2": (0.301, 3_504_872),
 }
-ALL_PROFILES = ("digits_cnn", *PUBLISHED)
+ALL_PROFILES = ("digits_cnn", "digits_resnet", *PUBLISHED)
 
 
 def _load(name: str) -> dict:
@@ -83,6 +83,7 @@ def test_shipped_profile_is_valid_and_strict(name: str) -> None:
 
 def test_sensitivity_sources_are_flagged() -> None:
     assert _load("digits_cnn")["sensitivity_source"] == "measured"
+    assert _load("digits_resnet")["sensitivity_source"] == "measured"
     assert _load("resnet18")["sensitivity_source"] == "hawq_v3"
     for name in ("alexnet", "vgg16", "resnet50", "mobilenet_v2"):
         assert _load(name)["sensitivity_source"] == "proxy"
@@ -291,7 +292,8 @@ def test_fit_through_origin_recovers_a_law() -> None:
 def test_safety_factor_and_safe_rate() -> None:
     pred = np.array([0.4, 0.9, 1.5, 3.0])
     meas = np.array([0.45, 1.1, 1.2, 2.0])
-    assert safety.safe_rate(pred, meas) == pytest.approx(5 / 6)  # 1/1, 1/2, 3/3
+    assert safety.safe_rate(pred, meas) == pytest.approx(9 / 10)  # 1/1, 1/2, 3/3, 4/4
+    assert safety.safe_rate(pred, meas, (0.5, 1.0, 2.0)) == pytest.approx(5 / 6)
     k = safety.fit_safety_factor(pred, meas, target=1.0)
     assert safety.safe_rate(k * pred, meas) == 1.0 and k == pytest.approx(1.12)
 
@@ -345,8 +347,9 @@ def test_calibration_reproducible_with_a_seed() -> None:
 def test_digits_profile_provenance_keeps_data_apart() -> None:
     prov = _load("digits_cnn")["provenance"]
     assert prov["split_sizes"]["calib"] > 0 and prov["split_sizes"]["val"] > 0
-    assert prov["safety_factor"]["k"] >= 1.0
     assert "least squares through the origin" in prov["calibration"]["fit"]
+    fit = _load("digits_cnn")["compounding"]["fit"]
+    assert fit["safety_factor"] >= 1.0 and fit["data"].startswith("calibration half")
 
 
 def test_plan_prediction_matches_design_law() -> None:
@@ -362,13 +365,13 @@ def test_plan_prediction_matches_design_law() -> None:
 
 @pytest.mark.slow
 def test_validation_on_held_out_half_small() -> None:
-    """A reduced validation run (the benchmark does the full one)."""
+    """A reduced validation run on the simulated quantizer (the benchmark does the full one)."""
+    from profiling.netcal import VAL_PER_BIN, validate_net
+
     torch.set_num_threads(1)
-    res = cal_mod.validate_digits(load_profile("digits_cnn"), n_in_range=30, n_beyond=0, n_seeds=2,
-                                  rtn=False)
-    m = res["metrics"]
-    assert m["plans"] == 30
-    assert m["spearman"] > 0.7
+    res = validate_net(load_profile("digits_cnn"), "digits_cnn", per_bin=[3] * len(VAL_PER_BIN))
+    assert res["plans"] == 3 * len(VAL_PER_BIN)
+    assert res["after"]["spearman"] > 0.7
 
 
 def test_activation_proxy_ratio_ignores_the_safety_factor(tmp_path: Path) -> None:
@@ -399,6 +402,7 @@ SYSTEM_MODEL = {
     "drop_pp": system.accuracy.drop_pp,
     "plans_drop_pp": system.accuracy.plans_drop_pp,
     "plan_drop_pp": system.accuracy.plan_drop_pp,
+    "compound_pp": system.accuracy.compound_pp,
     "Plan": system.plan.Plan,
     "NO_ACT_BITS": system.plan.NO_ACT_BITS,
     "ModelProfile": system.profiles.ModelProfile,
@@ -433,7 +437,9 @@ def test_profiling_holds_no_second_copy_of_the_model() -> None:
             if isinstance(obj, tuple) and obj == DEFAULT_BITS:
                 assert obj is DEFAULT_BITS, f"{mod.__name__}.{name} copies the bit set"
     # the modules that predict, quantize by plan or write profiles do so with system's objects
-    uses = {"calibrate": ("q_noise", "plans_drop_pp", "DEFAULT_BITS", "ModelProfile"),
+    uses = {"calibrate": ("q_noise", "DEFAULT_BITS"),
+            "netcal": ("plans_drop_pp", "ModelProfile", "profile_from_dict"),
+            "compounding": ("compound_pp",),
             "safety": ("plans_drop_pp", "Plan", "DEFAULT_BITS"),
             "chain": ("Plan",),
             "sensitivity_sources": ("q_noise",),
@@ -450,8 +456,9 @@ def test_profiling_predicts_with_systems_law() -> None:
     prof = load_profile("digits_cnn")
     plans = safety.random_plans(prof.sens_w, prof.sens_a, 60, 10, seed=5)
     assert all(isinstance(p, Plan) for p in plans) and len(set(plans)) == 70
-    want = drop_pp(prof, *plans_to_arrays(plans, prof.n_units))
-    assert np.array_equal(plans_drop_pp(prof.sens_w, prof.sens_a, plans), want)
+    want = plans_drop_pp(prof.sens_w, prof.sens_a, plans)       # the additive sum s
+    got = drop_pp(prof, *plans_to_arrays(plans, prof.n_units))    # g(s), the planner's drop
+    assert np.array_equal(system.accuracy.compound_pp(prof.compounding, want), got)
     assert ((want[:60] >= 0.1) & (want[:60] <= 5.0)).all()
     assert ((want[60:] > 5.0) & (want[60:] <= 10.0)).all()
     for p in plans:
