@@ -164,6 +164,32 @@ def plot(results: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def diagnostics(profile: Any, a: dict, meas_cal: np.ndarray) -> dict[str, Any]:
+    """What limits the figures (not targets): the same plans measured on the calibration
+    half (how far two halves of real images disagree: a floor under any predictor's MAE),
+    and g without its safety margin."""
+    from profiling.netcal import IN_RANGE_PP, figures
+    from profiling.safety import spearman
+
+    pred, meas = a["pred_after"], a["meas"]
+    inside = (pred >= IN_RANGE_PP[0]) & (pred <= IN_RANGE_PP[1])
+    k = profile.compounding.fit["safety_factor"] if profile.compounding is not None else 1.0
+    raw = figures(pred / k, meas)
+    no2 = np.array([min((*p.weight_bits, p.act_bits)) > 2 if p.cut else True for p in a["plans"]])
+    sub = figures(pred[no2], meas[no2])
+    return {
+        "plans_without_2_bits": {"plans": int(no2.sum()), **{key: sub[key] for key in
+                                 ("spearman", "mae_pp", "mae_pp_beyond", "safe_rate")},
+                                 "measured_min_pp": round(float(meas[no2].min()), 3),
+                                 "measured_max_pp": round(float(meas[no2].max()), 3)},
+        "halves_mae_pp": round(float(np.abs(meas_cal - meas)[inside].mean()), 4),
+        "halves_mae_pp_beyond": round(float(np.abs(meas_cal - meas)[~inside].mean()), 4),
+        "halves_spearman": round(spearman(meas_cal, meas), 4),
+        "after_without_margin": {key: raw[key] for key in
+                                 ("mae_pp", "mae_pp_beyond", "safe_rate")},
+    }
+
+
 def report(net: str, r: dict, profile: Any) -> dict[str, Any]:
     """Print one network's figures; returns its JSON entry."""
     from profiling.calibrate import law_table_text
@@ -187,10 +213,17 @@ def report(net: str, r: dict, profile: Any) -> dict[str, Any]:
         entry[w] = {k: v for k, v in r[w].items()}
         over = ", ".join(f"{b} pp: {n_over}/{n}" for b, (n, n_over) in r[w]["over_budget"].items())
         print(f"  {w}: over budget (measured over / predicted within) {over}")
+    d = r["diagnostics"]
+    print(f"  diagnostics: the same plans on the calibration half differ from the validation "
+          f"half by {d['halves_mae_pp']} pp (predicted 0.1-5 pp) / {d['halves_mae_pp_beyond']} "
+          f"pp (beyond), Spearman {d['halves_spearman']}; g without its margin: "
+          f"{d['after_without_margin']}; after, plans with no 2-bit tensor: "
+          f"{d['plans_without_2_bits']}")
     print("  one-tensor law per width (calibration half):")
     print(law_table_text(law))
     entry.update({"law_per_width": law, "measured_max_pp": r["measured_max_pp"],
                   "packed_vs_simulated_differ": r["packed_vs_simulated_differ"],
+                  "diagnostics": d,
                   "chosen_g": fit.get("chosen"), "cv_mae_pp": fit.get("cv_mae_pp"),
                   "safety_factor_g": fit.get("safety_factor"),
                   "safety_factor_before": fit.get("additive_k_before"),
@@ -225,9 +258,11 @@ def main() -> int:
         profile = load_profile_file(ROOT / "system" / "data" / "profiles" / f"{net}.json")
         runner = packed_runner(net)
         r = validate_net(profile, net, measure=runner.measure, seed=args.seed, per_bin=per_bin)
-        chain = net_chains(net)[3]
-        sim = measure_plans(chain, r["arrays"]["plans"])
-        r["packed_vs_simulated_differ"] = int((sim != r["arrays"]["meas"]).sum())
+        _, _, cal_chain, val_chain, _ = net_chains(net)
+        a = r["arrays"]
+        sim = measure_plans(val_chain, a["plans"])
+        r["packed_vs_simulated_differ"] = int((sim != a["meas"]).sum())
+        r["diagnostics"] = diagnostics(profile, a, measure_plans(cal_chain, a["plans"]))
         r["seconds"] = round(time.perf_counter() - t0, 1)
         results[net] = r
         out[net] = report(net, r, profile)

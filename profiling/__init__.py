@@ -8,12 +8,14 @@ This package makes them from real networks:
   tracing.py       torch.fx tracing, cut points, per-operation FLOPs and tensor sizes
   profiler.py      units, MACs, params, out_elems of any traceable torch.nn.Module, and the
                    planner's profile of it (system.profiles.ModelProfile, its validator)
-  digits.py        the digits CNN (sklearn's bundled 8x8 digits), its training and weights
+  digits.py        the digits networks (sklearn's bundled 8x8 digits): data split, training,
+                   weights; digits_resnet.py the residual one
   quantize.py      the weight and activation quantizers a plan applies
   chain.py         a network as a chain of units: run a system.plan.Plan, measure its drop
-  calibrate.py     one-unit-at-a-time calibration, fit, the digits CNN's calibration and
-                   validation
-  safety.py        random mixed plans, safe rate, safety factor (system.accuracy's law)
+  calibrate.py     one-tensor-at-a-time calibration at every width, fit, per-width law table
+  compounding.py   drop = g(additive sum): candidates, CV choice, knots, safety margin
+  netcal.py        calibration and validation of a digits network, end to end
+  safety.py        stratified mixed plans, safe rate, safety factor (system.accuracy's law)
   sensitivity_sources.py   HAWQ-V3 figures (ResNet-18) and the documented proxy law
   architectures.py the shipped ImageNet architecture profiles (torchvision definitions)
 
@@ -36,10 +38,13 @@ Commands (``python -m profiling <command> --help`` for options):
         cal = calibrate(Chain(split_units(prof), x_heldout, y_heldout))
         # cal.sens_w / cal.sens_a in pp; then profiler.model_profile(..., "measured", ...)
 
-  train-digits         train the digits CNN (fixed seed, ~30 s on one CPU thread) and write
-                       profiling/data/digits_cnn.npz + digits_cnn.json (test accuracy)
-  calibrate-digits     measure its sensitivities and safety factor on the calibration half,
-                       write system/data/profiles/digits_cnn.json (several minutes)
+  train-digits [--net digits_cnn|digits_resnet]
+                       train a digits network (fixed seed, ~20-30 s on one CPU thread) and
+                       write profiling/data/<net>.npz + <net>.json (test accuracy)
+  calibrate-digits [--net digits_cnn|digits_resnet]
+                       measure its sensitivities (every width, round-to-nearest), evidence and
+                       compounding correction on the calibration half, write
+                       system/data/profiles/<net>.json (about a minute)
   arch-profiles [NAME ...]
                        regenerate alexnet, vgg16, resnet18, resnet50, mobilenet_v2 profiles
                        from torchvision's definitions (needs digits_cnn.json for the
