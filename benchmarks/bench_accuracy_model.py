@@ -252,8 +252,12 @@ def main() -> int:
         raise SystemExit("--scale: expected a factor in (0, 4]")
     per_bin = [max(1, round(n * args.scale)) for n in VAL_PER_BIN]
     results, out = {}, {}
+    try:
+        for net in args.nets:
+            check_net(net, "--nets")
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     for net in args.nets:
-        check_net(net, "--nets")
         t0 = time.perf_counter()
         profile = load_profile_file(ROOT / "system" / "data" / "profiles" / f"{net}.json")
         runner = packed_runner(net)

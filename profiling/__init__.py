@@ -35,8 +35,12 @@ Commands (``python -m profiling <command> --help`` for options):
         from profiling.chain import Chain
         from profiling.calibrate import calibrate
         prof = profile_module(model, (3, 32, 32))
-        cal = calibrate(Chain(split_units(prof), x_heldout, y_heldout))
-        # cal.sens_w / cal.sens_a in pp; then profiler.model_profile(..., "measured", ...)
+        chain = Chain(split_units(prof), x_heldout, y_heldout)
+        cal = calibrate(chain)            # every planner width, round-to-nearest
+        # cal.sens_w / cal.sens_a in pp; then profiler.model_profile(..., "measured", ...),
+        # with evidence=netcal.evidence_of(chain, cal.bits) and, from mixed plans measured
+        # on the same data, compounding=compounding.fit_compounding(s_pp, measured_pp)
+        # (dataclasses.replace); netcal.calibrate_net does all of it for the digits networks
 
   train-digits [--net digits_cnn|digits_resnet]
                        train a digits network (fixed seed, ~20-30 s on one CPU thread) and
