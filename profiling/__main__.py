@@ -216,7 +216,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         load_weights(model, args.weights)
     leaf_types = [load_factory(s) for s in args.leaf]
     prof = profile_module(model, args.input_shape, leaf_types=leaf_types)
-    sens_w, prov_w = ss.weight_sensitivities(prof, hawq=False)
+    sens_w, prov_w, _ = ss.weight_sensitivities(prof, hawq=False)   # proxy: no evidence
     sens_a, prov_a = ss.activation_sensitivities(sens_w, digits_activation_ratio(PROFILES_DIR))
     provenance = {
         "script": "python -m profiling profile " + " ".join(sys.argv[2:]),
