@@ -29,13 +29,13 @@ GOLDEN: dict[tuple[str, str], str] = {
         "b4005c3bce44a837cdf9ab95121696a7a872c6c01d4ae3eb7741e186a2a9d30a",
     ("resnet18", '{"fallback": "none", "trivial_guard": false}'):
         "a34edc48f59330b7aa43a5587d2047af41b87badf15f5454ca9c44c41aed1c17",
-    ("digits_cnn", "{}"): "9476896b6b040f87755b791d2995026ac830f1eee0eced30a534447c30eeebe8",
+    ("digits_cnn", "{}"): "4d2866055ee9e9b583e4120101138dec854c41a2774cd453100ba2c24340f08d",
     ("digits_cnn", '{"fallback": "infeasible"}'):
-        "3466ae35d5e169ec3ef4182a89ba02c9de2969eca241cb60c64ee6a475d0e99a",
+        "4fe443c9b26f68ee84b35584b9794d359556b08adbeb2546d6cca415a6bd0a24",
     ("digits_cnn", '{"refine": true}'):
-        "48016bb8789e1cac252e82e78349eff240b255135bdc36526c19f837385981bf",
+        "7442fe2b4de6162c3a56396b7479e3017b1d8fd8961c0bf2c7c4437728cb998e",
     ("digits_cnn", '{"fallback": "none", "trivial_guard": false}'):
-        "2909bbda5a7b63bfcae725c0f4d6914f382541e81c826fe59f55e6293e035f04",
+        "caea113d6f5f9865ae4b14121366ed483e2d9c3324169af37f327f84fb17ff21",
 }
 
 
