@@ -22,13 +22,13 @@ from system.request import random_request
 SEED = 20261129
 #: sha256 of the JSON list of [cut, weight_bits, act_bits] per request, by (model, options).
 GOLDEN: dict[tuple[str, str], str] = {
-    ("resnet18", "{}"): "d61d2de02efe28c7f11368ab478f1433ed9752574b7041161d2932c2741d86a6",
+    ("resnet18", "{}"): "00ba7cae42118111b00104ec8e6e7372de37ff0d78020922aa3fca6adbaf2079",
     ("resnet18", '{"fallback": "infeasible"}'):
-        "5c86106f357202222eba5c815f62ab818b917ef74fed716a2a6055c4ad402ad9",
+        "fd186339599a873e44a40de82f1dd6776bb98c532f79e3ec876dc38dd2f2d0c4",
     ("resnet18", '{"refine": true}'):
-        "b4005c3bce44a837cdf9ab95121696a7a872c6c01d4ae3eb7741e186a2a9d30a",
+        "5c890fe68409c084a3500621a15ecd47f2e3dd5710da09a0c9b1c422d4e52776",
     ("resnet18", '{"fallback": "none", "trivial_guard": false}'):
-        "a34edc48f59330b7aa43a5587d2047af41b87badf15f5454ca9c44c41aed1c17",
+        "0a124f8533ed8b364a751ebf6d7081cbe9ff054eafe0397ab058fb343fd39080",
     ("digits_cnn", "{}"): "4d2866055ee9e9b583e4120101138dec854c41a2774cd453100ba2c24340f08d",
     ("digits_cnn", '{"fallback": "infeasible"}'):
         "4fe443c9b26f68ee84b35584b9794d359556b08adbeb2546d6cca415a6bd0a24",
