@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[rl,profiling,onnx,sign,dev,service]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[rl,profiling,onnx,sign,dev,service,sweep]"
 	touch $(STAMP)
 
 demo: setup

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,10 @@ class RegretEvalCallback(BaseCallback):
 
     def __init__(self, profile: ModelProfile, pool: RequestPool, eval_freq: int,
                  run_dir: str | Path | None = None, mode: str = "repair",
-                 use_masks: bool = False, verbose: int = 0) -> None:
+                 use_masks: bool = False, verbose: int = 0,
+                 on_eval: Callable[[dict[str, Any]], None] | None = None) -> None:
         super().__init__(verbose)
+        self.on_eval = on_eval
         self.profile = profile
         self.pool = pool
         self.eval_freq = int(eval_freq)
@@ -100,6 +103,8 @@ class RegretEvalCallback(BaseCallback):
             print(f"[qsplit eval] steps {steps}: mean regret {m['regret_mean']:.4%} p95 "
                   f"{m['regret_p95']:.4%} repair rate {m['repair_rate']:.3f}", flush=True)
         self._last_eval = steps
+        if self.on_eval is not None:
+            self.on_eval(row)
         return row
 
     def _on_training_start(self) -> None:

@@ -7,6 +7,7 @@ regret of a request = cost of the executed plan / optimal cost - 1.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,3 +91,29 @@ def evaluate_actions(profile: ModelProfile, pool: RequestPool, actions: np.ndarr
         out.update(mean_latency_s=float(lat.mean()), mean_energy_j=float(en.mean()),
                    mean_payload_reduction=float(pay.mean()))
     return out
+
+
+#: Seed of the held-out test requests: used nowhere in training or model selection.
+TEST_SEED = 987_654_321
+
+
+def held_out_figures(run: Path, model: str, scenario: str = "default", n: int = 10_000,
+             checkpoint: str = "best", cache_dir: Path | None = None) -> dict[str, Any]:
+    """A finished run's policy on ``n`` fresh held-out requests of its scenario (repair mode,
+    as the env and the runtime execute it): :func:`evaluate_actions`' figures.
+
+    Loads the run's own ``model.zip`` with stable-baselines3's loader, which unpickles:
+    only for runs this process trained (``bench_training``, ``agents.sweep``).
+    """
+    from stable_baselines3 import PPO
+
+    from envs.pool import build_pool
+    from system.profiles import load_profile
+    from system.scenario import load_scenario
+
+    profile = load_profile(model)
+    pool = build_pool(profile, load_scenario(scenario), n, TEST_SEED,
+                      cache_dir=cache_dir or run.parent / "pools", workers=2)
+    name = "best_model.zip" if checkpoint == "best" else "model.zip"
+    policy = PPO.load(run / name, device="cpu")
+    return {**evaluate_actions(profile, pool, predict_actions(policy, pool.obs)), "checkpoint": name}

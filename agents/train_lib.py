@@ -24,6 +24,7 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -198,8 +199,9 @@ def parse_train_args(argv: list[str], prog: str = "train.py", description: str =
     return TrainArgs(**values, argv=(prog, *argv))
 
 
-def train(args: TrainArgs) -> Path:
-    """Run one training as ``args`` says; returns the run folder."""
+def train(args: TrainArgs, on_eval: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Run one training as ``args`` says; returns the run folder. ``on_eval`` receives each
+    held-out evaluation's row (a sweep reports it to its scheduler)."""
     import torch
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
@@ -291,7 +293,7 @@ def train(args: TrainArgs) -> Path:
     callbacks = [RolloutInfoCallback(),
                  RegretEvalCallback(profile, eval_pool, eval_freq, run,
                                     mode=probe.mode, use_masks=args.algo == "ppo_mask",
-                                    verbose=args.verbose)]
+                                    verbose=args.verbose, on_eval=on_eval)]
     if args.save_freq > 0:
         callbacks.append(AtomicCheckpointCallback(args.save_freq, run / "checkpoints"))
     model.learn(total_timesteps=start.n_timesteps, callback=callbacks, progress_bar=args.progress,

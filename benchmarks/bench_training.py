@@ -35,16 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agents.evaluation import evaluate_actions, predict_actions  # noqa: E402
+from agents.evaluation import held_out_figures  # noqa: E402
 from agents.train_lib import TrainArgs, train  # noqa: E402
-from envs.pool import build_pool  # noqa: E402
 from system.atomic import atomic_write_bytes  # noqa: E402
-from system.profiles import load_profile  # noqa: E402
-from system.scenario import load_scenario  # noqa: E402
 
 #: Seed of the 10,000 test requests: not a training seed (those are small integers) and not
 #: the validation pool's (configs/ppo.yml qsplit.eval_seed), which picks best_model.zip.
-TEST_SEED = 987_654_321
 
 
 def plot_curve(run: Path, out: Path, test: dict, title: str, plain: Path | None = None) -> None:
@@ -116,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {a.curve}")
         return 0
 
-    from stable_baselines3 import PPO
-
     t0 = time.perf_counter()
     run = train(TrainArgs(algo="ppo", n_timesteps=a.steps, seed=a.seed, conf_file=a.conf_file,
                           env_kwargs={"model": a.model, "scenario": a.scenario},
@@ -126,12 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     wall_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    profile = load_profile(a.model)
-    test_pool = build_pool(profile, load_scenario(a.scenario), a.held_out, TEST_SEED,
-                           cache_dir=Path(a.log_folder) / "pools", workers=2)
-    name = "best_model.zip" if a.checkpoint == "best" else "model.zip"
-    model = PPO.load(run / name, device="cpu")
-    m = evaluate_actions(profile, test_pool, predict_actions(model, test_pool.obs))
+    m = held_out_figures(run, a.model, a.scenario, a.held_out, a.checkpoint,
+                         Path(a.log_folder) / "pools")
+    name = m["checkpoint"]
     eval_s = time.perf_counter() - t1
     cfg_steps = json.loads((run / "evaluations.json").read_text())[-1]["steps"]
     bc = json.loads((run / "bc.json").read_text()) if (run / "bc.json").is_file() else {}
