@@ -23,20 +23,19 @@ and exits 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 from agents.policy import known_specs
 from leaderboard.replay import replay_csv
 from leaderboard.run import evaluate_suite
-from leaderboard.suites import ROOT, check_n_requests, load_suite, suite_names
+from leaderboard.suites import ROOT, check_n_requests, suite_names, suites_for
 from leaderboard.summary import compare_figures, expected_figures, markdown, summary_json
 from system.atomic import atomic_write_text
 from system.errors import QsplitInputError, cli_main
 from system.evidence import WIDTH_MODES
 from system.loaders import parse_json, read_text
-from system.profiles import load_profile, with_widths
+from system.profiles import load_profile
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--replay", type=Path, metavar="CSV",
                     help="re-cost every row of a records.csv and compare; exit 1 on a mismatch")
-    ap.add_argument("--model", help="with --replay: the profile (default: from summary.json)")
+    ap.add_argument("--model", help="plan for this profile instead of the suite's, or 'all' (every "
+                    "shipped profile, one output folder each); with --replay: the records' "
+                    "profile (default: from summary.json)")
     ap.add_argument("--expected-out", type=Path, metavar="JSON",
                     help="also write the machine-independent figures (tests' expected JSON)")
     ap.add_argument("--check", type=Path, metavar="JSON",
@@ -69,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
                          "exit 1 when they differ")
     ap.add_argument("--list", action="store_true", help="list the suites and decider specs")
     return ap
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise QsplitInputError(f"--expected-out: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _replay(csv_path: Path, model: str | None) -> int:
@@ -104,23 +112,22 @@ def main(argv: list[str] | None = None) -> int:
         want = None
         if args.check:
             want = parse_json(read_text(args.check, "--check"), f"--check {args.check.name}")
-        suite = load_suite(args.suite)
-        if args.widths is not None:
-            suite = dataclasses.replace(suite, profile=with_widths(suite.profile, args.widths))
-        out = args.out or ROOT / "out" / "eval" / suite.name
-        summary = evaluate_suite(suite, args.decider, out, plots=not args.no_plots,
-                           progress=not args.quiet, n_requests=args.requests,
-                           log=lambda s: print(s, file=sys.stderr), ppo_run=args.ppo_run)
-        if args.expected_out:
-            text = summary_json(expected_figures(summary), "--expected-out")
-            try:
-                atomic_write_text(args.expected_out, text)
-            except OSError as exc:
-                raise QsplitInputError(f"--expected-out: cannot write {args.expected_out}: "
-                                       f"{exc.strerror or exc}") from None
-        print(markdown(summary))
-        print(f"wrote {out}")
-        return _check(summary, want, args.check) if args.check else 0
+        suites = suites_for(args.suite, args.model, args.widths)
+        if len(suites) > 1 and (args.expected_out or args.check):
+            raise QsplitInputError("--expected-out, --check: one model at a time, not --model all")
+        code = 0
+        for suite in suites:
+            out = (args.out / suite.model if len(suites) > 1 else args.out) if args.out \
+                else ROOT / "out" / "eval" / suite.name
+            summary = evaluate_suite(suite, args.decider, out, plots=not args.no_plots,
+                                     progress=not args.quiet, n_requests=args.requests,
+                                     log=lambda s: print(s, file=sys.stderr), ppo_run=args.ppo_run)
+            if args.expected_out:
+                _write(args.expected_out, summary_json(expected_figures(summary), "--expected-out"))
+            print(markdown(summary))
+            print(f"wrote {out}")
+            code = max(code, _check(summary, want, args.check) if args.check else 0)
+        return code
     except KeyboardInterrupt:
         print("interrupted: the output folder was left as it was", file=sys.stderr)
         return 130

@@ -8,13 +8,13 @@ refused, so a suite that replays traces not shipped with the project still loads
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from system.bits import DEFAULT_BITS, check_bit_set
 from system.errors import QsplitInputError, check_keys, shown
 from system.loaders import is_dir, is_file, parse_yaml, read_text, user_path
-from system.profiles import ModelProfile, load_profile, with_widths
+from system.profiles import ModelProfile, builtin_profile_names, load_profile, with_widths
 from system.scenario import Scenario, config_dirs, load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +53,21 @@ class Suite:
     deciders: tuple[str, ...]
     cases: tuple[Case, ...]
     path: str
+
+
+def suites_for(spec: str | Path, model: str | None = None, widths: str | None = None
+               ) -> list[Suite]:
+    """The suite ``spec`` planned for its own model, for ``model`` instead (a profile name or
+    path), or once per shipped profile (``model="all"``), offering ``widths`` if given; a
+    suite run for another model than its own is named ``<suite>-<model>``."""
+    suite = load_suite(spec)
+    names = [None] if model is None else builtin_profile_names() if model == "all" else [model]
+    out = []
+    for name in names:
+        s = suite if name is None else replace(
+            suite, name=f"{suite.name}-{Path(name).stem}", model=name, profile=load_profile(name))
+        out.append(replace(s, profile=with_widths(s.profile, widths, "--widths")))
+    return out
 
 
 def suite_names() -> list[str]:

@@ -207,3 +207,16 @@ def test_refinement_never_takes_a_refused_width() -> None:
         start = solve(r18, req)
         r = refine(T, req.eps_pp, start.cut, list(start.w_idx), start.a_idx)
         assert r.cost <= start.cost * (1 + 1e-12) and np.isfinite(r.drop_pp)
+
+
+def test_a_suite_runs_for_another_model_or_every_model() -> None:
+    from leaderboard.suites import suites_for
+    from system.profiles import builtin_profile_names
+
+    [own] = suites_for("small")
+    [other] = suites_for("small", "digits_cnn", "extrapolate")
+    assert other.name == f"{own.name}-digits_cnn" and other.profile.name == "digits_cnn"
+    assert other.profile.widths == "extrapolate" and other.cases == own.cases
+    assert [s.model for s in suites_for("small", "all")] == builtin_profile_names()
+    with pytest.raises(QsplitInputError, match="unknown profile 'nonet'"):
+        suites_for("small", "nonet")
