@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -54,7 +55,16 @@ def worker(jobs_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(out))
 
 
-def run_group(jobs: list[dict], mode: str, link: lk.ShapedLink | None, tmp: Path, tag: str) -> list[dict]:
+def run_group(
+    jobs: list[dict],
+    mode: str,
+    link: lk.ShapedLink | None,
+    tmp: Path,
+    tag: str,
+    wrap_device: Callable[[list[str]], list[str]] | None = None,
+) -> list[dict]:
+    """Run the jobs through one server and one device process; ``wrap_device`` (e.g.
+    ``execution.cpulimit.CpuShare.wrap``) wraps the device's command."""
     py = [sys.executable, "-m", "execution"]
     ready = tmp / f"ready_{tag}"
     srv = [
@@ -86,14 +96,10 @@ def run_group(jobs: list[dict], mode: str, link: lk.ShapedLink | None, tmp: Path
             time.sleep(0.05)
         port = int(ready.read_text())
         (tmp / f"jobs_{tag}.json").write_text(json.dumps({"host": host, "port": port, "jobs": jobs}))
-        cmd = [
-            *(link.prefix("dev") if link else []),
-            sys.executable,
-            "-m",
-            "execution.batch",
-            str(tmp / f"jobs_{tag}.json"),
-            str(tmp / f"out_{tag}.json"),
-        ]
+        dev = [sys.executable, "-m", "execution.batch", str(tmp / f"jobs_{tag}.json")]
+        dev.append(str(tmp / f"out_{tag}.json"))
+        cmd = [*(link.prefix("dev") if link else []), *dev]
+        cmd = wrap_device(cmd) if wrap_device else cmd  # outside the namespace: it has its own /sys
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if r.returncode != 0:
             raise RuntimeError(f"device worker failed: {r.stderr.strip().splitlines()[-1:]}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import profiling
-from system.errors import QsplitInputError, cli_main
+from system.errors import QsplitInputError, check_finite, cli_main
 from system.loaders import parse_json
 from system.profiles import ModelProfile, load_profile_file, profile_from_dict
 
@@ -129,6 +129,8 @@ def _cmd_time_units(args: argparse.Namespace) -> int:
     profile = load_profile_file(path)
     if args.processor and len(args.threads) > 1:
         raise ValueError("--processor names one table: give one --threads value with it")
+    idle_s = check_finite("--idle-ms", args.idle_ms, lo=0.0, hi=timing.MAX_IDLE_S * 1e3,
+                          unit="ms") / 1e3
     model, x = _timing_model(profile, args.model, args.weights)
     prof = profile_module(model, profile.input_shape)
     if tuple(u.name for u in prof.units) != profile.unit_names or \
@@ -137,7 +139,8 @@ def _cmd_time_units(args: argparse.Namespace) -> int:
     units = split_units(prof)
     for n in args.threads:
         name = args.processor or timing.host_processor_name(n)
-        t, prov = timing.time_units(units, x, threads=n, repeats=args.repeats, warmup=args.warmup)
+        t, prov = timing.time_units(units, x, threads=n, repeats=args.repeats, warmup=args.warmup,
+                                    idle_s=idle_s)
         profile = timing.with_table(profile, name, t, prov)
         print(f"{name}: sum {t.sum() * 1e3:.3f} ms, whole chain "
               f"{prov['whole_chain_median_s'] * 1e3:.3f} ms, load {prov['loadavg_1min']}")
@@ -331,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads, one table each")
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--idle-ms", type=float, default=0.0, help="sleep before each round of units "
+                   "(timed in chain order), ms (0-10000; the idle a head or tail sees per request)")
     p.add_argument("--model", default="", help="MODULE:FACTORY of the profile's network "
                    "(digits_cnn and resnet18 need none)")
     p.add_argument("--weights", default="", help="state_dict .pt for --model")

@@ -54,6 +54,8 @@ _ITERS = 5000
 #: 1/eff is kept within [G_MIN, 1/G_MIN]: a unit whose time the overhead alone explains
 #: (a tiny fc layer) has no finite best eff, and gets the bound.
 G_MIN = 1e-4
+#: The longest idle gap before a timed unit (``time-units --idle-ms``): 10 s.
+MAX_IDLE_S = 10.0
 
 
 def now_utc() -> str:
@@ -81,13 +83,18 @@ def host_processor_name(threads: int) -> str:
 # ----------------------------------------------------------------------------- timing (torch)
 
 def time_units(units: Sequence[Any], x: Any, *, threads: int, repeats: int = 30,
-               warmup: int = 5) -> tuple[np.ndarray, dict[str, Any]]:
+               warmup: int = 5, idle_s: float = 0.0) -> tuple[np.ndarray, dict[str, Any]]:
     """Median fp32 time of each unit at batch 1 on this host, and its provenance.
 
     ``units`` run in a chain from ``x`` (``profiling.profiler.split_units``). Each round
     times every unit on its own input, then the whole chain; rounds interleave the units so
     that a burst of load from elsewhere spreads over all of them. Torch runs on ``threads``
     threads (restored afterwards), in inference mode, after ``warmup`` untimed rounds.
+    ``idle_s`` > 0 sleeps that long before each round's units (timed in chain order, as a
+    head or a tail runs them) and before the whole chain: a unit run once per request after
+    the link's idle time is slower than one run back to back (caches and the core's clock go
+    cold), and a table meant for that use is timed that way. Its provenance records
+    ``idle_ms``, and it is kept out of the eff fit (eff is the unit's warm speed).
     """
     import time
 
@@ -95,6 +102,7 @@ def time_units(units: Sequence[Any], x: Any, *, threads: int, repeats: int = 30,
 
     if threads < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"threads {threads} and repeats {repeats} must be >= 1, warmup >= 0")
+    check_finite("idle_s", idle_s, lo=0.0, hi=MAX_IDLE_S, unit="s")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -108,11 +116,15 @@ def time_units(units: Sequence[Any], x: Any, *, threads: int, repeats: int = 30,
             whole = np.empty(repeats)
             load0 = os.getloadavg()
             for r in range(-warmup, repeats):
+                if idle_s > 0:
+                    time.sleep(idle_s)
                 for i, (u, xi) in enumerate(zip(units, inputs, strict=True)):
                     t0 = time.perf_counter()
                     u(xi)
                     if r >= 0:
                         samples[r, i] = time.perf_counter() - t0
+                if idle_s > 0:
+                    time.sleep(idle_s)
                 t0 = time.perf_counter()
                 y = x
                 for u in units:
@@ -130,6 +142,7 @@ def time_units(units: Sequence[Any], x: Any, *, threads: int, repeats: int = 30,
                    f"{platform.system()}",
         "torch": torch.__version__, "threads": threads, "repeats": repeats, "warmup": warmup,
         "batch": 1, "statistic": "median over repeats, units interleaved per round",
+        "idle_ms": round(idle_s * 1e3, 3),
         "iqr_over_median_max": round(float(np.max((q3 - q1) / med)), 4),
         "whole_chain_median_s": float(np.median(whole)),
         "sum_of_units_over_whole": round(float(med.sum() / np.median(whole)), 4),
@@ -235,8 +248,10 @@ def _carried(macs: np.ndarray, eff: np.ndarray, t: np.ndarray) -> dict[str, floa
 
 
 def reference_names(profile: ModelProfile) -> list[str]:
-    """The tables eff is fitted on: those this project's profiler measured."""
-    return sorted(n for n, t in profile.time_tables.items() if t.provenance.get("method") == "profiler")
+    """The tables eff is fitted on: those this project's profiler measured back to back (a
+    table timed after idle gaps carries wake-up time, not the unit's speed)."""
+    return sorted(n for n, t in profile.time_tables.items()
+                  if t.provenance.get("method") == "profiler" and not t.provenance.get("idle_ms"))
 
 
 def refit(profile: ModelProfile) -> ModelProfile:
