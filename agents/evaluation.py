@@ -98,7 +98,8 @@ TEST_SEED = 987_654_321
 
 
 def held_out_figures(run: Path, model: str, scenario: str = "default", n: int = 10_000,
-             checkpoint: str = "best", cache_dir: Path | None = None) -> dict[str, Any]:
+             checkpoint: str = "best", cache_dir: Path | None = None, workers: int = 2
+             ) -> dict[str, Any]:
     """A finished run's policy on ``n`` fresh held-out requests of its scenario (repair mode,
     as the env and the runtime execute it): :func:`evaluate_actions`' figures.
 
@@ -113,7 +114,7 @@ def held_out_figures(run: Path, model: str, scenario: str = "default", n: int = 
 
     profile = load_profile(model)
     pool = build_pool(profile, load_scenario(scenario), n, TEST_SEED,
-                      cache_dir=cache_dir or run.parent / "pools", workers=2)
+                      cache_dir=cache_dir or run.parent / "pools", workers=workers)
     name = "best_model.zip" if checkpoint == "best" else "model.zip"
     policy = PPO.load(run / name, device="cpu")
     return {**evaluate_actions(profile, pool, predict_actions(policy, pool.obs)), "checkpoint": name}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import sys
 import time
@@ -73,6 +74,9 @@ def _trial_config_file(conf: dict, values: dict[str, Any], path: Path) -> Path:
     q["train_pool"] = int(values["train_pool"])
     q["bc_epochs"] = int(values["bc_epochs"])
     q["pool_cache"] = str(path.parent.parent.parent / "pools")   # <out>/pools: shared by trials
+    # one process per trial: Tune runs trials side by side, and a fork inside its worker
+    # (which holds threads) can deadlock the child
+    q["pool_workers"] = 1
     atomic_write_text(path, yaml.safe_dump(c, sort_keys=False))
     return path
 
@@ -105,11 +109,14 @@ def run_trial(config: dict[str, Any]) -> dict[str, Any]:
                           log_folder=str(trial_dir), verbose=0, argv=argv), on_eval=on_eval)
     wall_s = time.perf_counter() - t0
     m = held_out_figures(run, model, config["scenario"], int(config["held_out"]), "best",
-                         Path(config["out"]) / "pools")
+                         Path(config["out"]) / "pools", workers=1)
     final = {"test_regret_mean": float(m["regret_mean"]), "test_regret_p95": float(m["regret_p95"]),
              "test_violations": int(m["violations"]), "val_regret_mean": last.get("regret_mean"),
              "steps": last.get("steps", 0), "wall_s": round(wall_s, 1), "run": str(run),
              "done": True}
+    atomic_write_text(run / "test.json", json.dumps(     # what agents.publish --metrics ships
+        {"model": model, "seed": seed, **values, "held_out": int(config["held_out"]),
+         **{k: v for k, v in final.items() if k not in ("done", "run")}}, indent=1) + "\n")
     tune.report(final)
     return final
 

@@ -46,7 +46,7 @@ def test_two_trial_sweep_on_local_ray(tmp_path: Path) -> None:
     for row in rows:
         run = Path(row["run"])
         for name in ("config.yml", "command.txt", "env_kwargs.json", "model.zip",
-                     "best_model.zip", "evaluations.json", "bc.json"):
+                     "best_model.zip", "evaluations.json", "bc.json", "test.json"):
             assert (run / name).is_file(), (run, name)
         assert any((run / "tb").iterdir())
         assert "learning_rate: 0.0003" in (run.parent.parent / "config.yml").read_text()
