@@ -11,9 +11,10 @@ batch product rounds differently from the single one (the forward pass, the fixe
 costs) the rows whose answer that could change are decided by the single-request code.
 
 Per row, through the single-request code: the exact optimizer's rows (out of the training
-support with ``fallback="out_of_range"``, or over budget with ``"infeasible"``), every row
-with ``refine=True``, and requests naming processors whose unit times are not the
-MAC-proportional model (their tables and prices depend on the names).
+support with ``fallback="out_of_range"``, or over budget with ``"infeasible"``) and every row
+with ``refine=True``. Requests naming processors whose unit times are not the
+MAC-proportional model (a measured table, a per-unit overhead) are grouped by those names:
+their tables and prices are computed per group, with the names.
 """
 
 from __future__ import annotations
@@ -43,20 +44,24 @@ def _plain(d: Dispatcher, label: str) -> bool:
     return got
 
 
-def _named(d: Dispatcher, sources: Sequence[Source]) -> np.ndarray:
-    """(N,) bool: the request names a processor whose unit times are not the plain model."""
-    pairs: dict[tuple[str, str], bool] = {("", ""): False}
+def _label_groups(d: Dispatcher, sources: Sequence[Source] | None, n: int
+                  ) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """The distinct (device, server) labels as costs see them (("", "") where both processors
+    follow the plain model, and for flat rows) and each row's index among them."""
+    if sources is None:
+        return [("", "")], np.zeros(n, dtype=np.int64)
+    seen: dict[tuple[str, str], int] = {("", ""): 0}
+    keys: dict[tuple[str, str], int] = {("", ""): 0}
     out = []
     for s in sources:
-        if isinstance(s, Request):
-            key = (s.device, s.server)
-            flag = pairs.get(key)
-            if flag is None:
-                flag = pairs[key] = not (_plain(d, s.device) and _plain(d, s.server))
-            out.append(flag)
-        else:
-            out.append(False)
-    return np.array(out, dtype=bool)
+        key = (s.device, s.server) if isinstance(s, Request) else ("", "")
+        g = keys.get(key)
+        if g is None:
+            plain = _plain(d, key[0]) and _plain(d, key[1])
+            canon = ("", "") if plain else key
+            g = keys[key] = seen.setdefault(canon, len(seen))
+        out.append(g)
+    return list(seen), np.asarray(out, dtype=np.int64)
 
 
 def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,9 +114,9 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
                         d._act_drops[cuts, act_idx])
     infeasible = drop > limit
     out_of_range = d.support.outside_batch(obs)
-    named = _named(d, sources) if sources is not None else np.zeros(N, dtype=bool)
-    # rows the single-request guard decides: the optimizer's, refined, or on named processors
-    single = (infeasible & (d.fallback == "infeasible")) | named
+    labels, group = _label_groups(d, sources, N)
+    # rows the single-request guard decides: the optimizer's, or refined
+    single = infeasible & (d.fallback == "infeasible")
     if d.fallback == "out_of_range":
         single |= out_of_range
     if d.refine:
@@ -135,25 +140,30 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
     kinds, inverse = unique_rows(arr["dev_kappa"])
     kap = np.asarray([kernel_kappa(np.asarray(d.bits), k) for k in kinds]).reshape(
         len(kinds), d.K)[inverse]
-    if rep.size:
-        c_w, fixed = unit_tables_batch(d.profile, {k: v[rep] for k, v in arr.items()}, d.bits,
-                                       kap=kap[rep])
-        rc, rw, ra, _ = repair_batch(c_w, fixed, d._weight_drops, d._act_drops, arr["eps_pp"][rep],
-                                     cuts[rep], w_idx[rep], act_idx[rep], d.bits,
-                                     d.profile.compounding)
-        cuts[rep], w_idx[rep], act_idx[rep] = rc, rw, ra
-        paths[rep] = d.path_code("repaired")
+    for g, (dev, srv) in enumerate(labels):      # the tables and prices depend on the labels
+        r = rep[group[rep] == g]
+        if not r.size:
+            continue
+        c_w, fixed = unit_tables_batch(d.profile, {k: v[r] for k, v in arr.items()}, d.bits,
+                                       device=dev, server=srv, kap=kap[r])
+        rc, rw, ra, _ = repair_batch(c_w, fixed, d._weight_drops, d._act_drops, arr["eps_pp"][r],
+                                     cuts[r], w_idx[r], act_idx[r], d.bits, d.profile.compounding)
+        cuts[r], w_idx[r], act_idx[r] = rc, rw, ra
+        paths[r] = d.path_code("repaired")
     if d.trivial is not None:
-        plain = np.flatnonzero(~named)
-        undecided = np.zeros(len(plain), dtype=bool)
-        if plain.size:
-            prices = d.trivial.prices_batch({k: v[plain] for k, v in arr.items()}, kap[plain])
-            pick, undecided = d.trivial.floor_batch(prices, cuts[plain], w_idx[plain],
-                                                    act_idx[plain], limit[plain])
+        redo_parts = []
+        for g, (dev, srv) in enumerate(labels):
+            rows = np.flatnonzero(group == g)
+            if not rows.size:
+                continue
+            prices = d.trivial.prices_batch({k: v[rows] for k, v in arr.items()}, kap[rows], dev, srv)
+            pick, undecided = d.trivial.floor_batch(prices, cuts[rows], w_idx[rows],
+                                                    act_idx[rows], limit[rows], dev, srv)
             for j in np.flatnonzero(pick >= 0).tolist():
-                put(int(plain[j]), d.trivial.actions[int(pick[j])])
-                paths[plain[j]] = d.path_code("trivial")
-        redo = np.concatenate([plain[undecided], np.flatnonzero(named)])
+                put(int(rows[j]), d.trivial.actions[int(pick[j])])
+                paths[rows[j]] = d.path_code("trivial")
+            redo_parts.append(rows[undecided])
+        redo = np.concatenate(redo_parts) if redo_parts else np.zeros(0, np.int64)
         limits = limit.tolist()
         for i in redo.tolist():
             p = int(cuts[i])

@@ -130,6 +130,22 @@ class TrivialPlans:
             got = self._labels[(device, server)] = ("", "") if plain else (device, server)
         return got
 
+    def quantity_matrix(self, device: str = "", server: str = "") -> np.ndarray:
+        """The fixed plans' quantities (rows of ``actions``) on these (canonical) processors."""
+        if not (device or server):
+            return self.Q
+        Q = self._Qs.get((device, server))
+        if Q is None:
+            if len(self._Qs) >= _CACHE_MAX:
+                self._Qs.clear()
+            Q = self._Qs[(device, server)] = np.asarray(
+                [self.quantities(a, device, server) for a in self.actions])
+        return Q
+
+    def canonical(self, device: str, server: str) -> tuple[str, str]:
+        """The labels as costs see them: ("", "") where both follow the plain model."""
+        return self._canonical(device, server) if device or server else ("", "")
+
     def kappa_of(self, kappa: tuple[float, ...]) -> list[float]:
         """:func:`system.bits.kernel_kappa` of the bit set for a device's speedups (kept: a
         fleet has few kinds of device)."""
@@ -192,12 +208,7 @@ class TrivialPlans:
         if device or server:
             device, server = self._canonical(device, server)
         prices = self.prices(t, device, server)
-        Q = self.Q if not (device or server) else self._Qs.get((device, server))
-        if Q is None:
-            if len(self._Qs) >= _CACHE_MAX:
-                self._Qs.clear()
-            Q = self._Qs[(device, server)] = np.asarray(
-                [self.quantities(a, device, server) for a in self.actions])
+        Q = self.quantity_matrix(device, server)
         total = sum(prices)
         if Q is self.Q and total * self._q_max < _SAFE:      # finite, no overflow, no NaN
             costs = self._prefixes[n].dot(np.array(prices))     # the same gemv as ``@``
@@ -219,22 +230,31 @@ class TrivialPlans:
 
     # ------------------------------------------------------------------ many requests
 
-    def prices_batch(self, arrays: dict[str, np.ndarray], kap: np.ndarray) -> np.ndarray:
-        """:meth:`prices` of N requests on unnamed processors, (N, quantities): the same
-        operations elementwise (``kap`` (N, K) is each request's kernel_kappa)."""
+    def prices_batch(self, arrays: dict[str, np.ndarray], kap: np.ndarray, device: str = "",
+                     server: str = "") -> np.ndarray:
+        """:meth:`prices` of N requests on the same (canonical) processors, (N, quantities):
+        the same operations elementwise (``kap`` (N, K) is each request's kernel_kappa)."""
+        _, _, d, s = self._work(device, server)
         g = arrays
         beta = g["beta_s_per_j"]
         w_rx, w_comp = 1.0 + beta * g["p_rx_w"], 1.0 + beta * g["p_comp_w"]
         w_tx, w_idle = 1.0 + beta * g["p_tx_w"], 1.0 + beta * g["p_idle_w"]
-        reuse, rtt = g["reuse"], g["rtt_s"]
+        reuse, rtt, load = g["reuse"], g["rtt_s"], g["srv_load"]
+        f_dev = np.ones_like(beta) if d.measured else g["dev_flops_per_s"]
+        f_srv = np.ones_like(beta) if s.measured else g["srv_flops_per_s"]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return np.column_stack([
-                w_rx / (g["down_bps"] * reuse), w_comp[:, None] / (g["dev_flops_per_s"][:, None] * kap),
-                w_tx / g["up_bps"], rtt / 2.0 * w_tx, rtt / reuse * w_rx,
-                w_idle / (g["srv_flops_per_s"] * g["srv_load"])])
+            cols = [w_rx / (g["down_bps"] * reuse), w_comp[:, None] / (f_dev[:, None] * kap),
+                    w_tx / g["up_bps"], rtt / 2.0 * w_tx, rtt / reuse * w_rx,
+                    w_idle / (f_srv * load)]
+            if d.overhead_s or s.overhead_s:
+                zero = np.zeros_like(beta)
+                cols += [d.overhead_s * w_comp if d.overhead_s else zero,
+                         s.overhead_s * w_idle / load if s.overhead_s else zero]
+            return np.column_stack(cols)
 
     def floor_batch(self, prices: np.ndarray, cuts: np.ndarray, w_idx: np.ndarray,
-                    act_idx: np.ndarray, limit_pp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                    act_idx: np.ndarray, limit_pp: np.ndarray, device: str = "", server: str = ""
+                    ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`floor` of N plans on unnamed processors: (index into ``actions`` of the
         fixed plan that replaces the plan, or -1; rows to decide with :meth:`floor` instead).
 
@@ -248,11 +268,13 @@ class TrivialPlans:
         n = np.searchsorted(np.asarray(self.drops), limit_pp, side="right")
         rows = np.arange(N)
         on = np.arange(L)[None, :] < cuts[:, None]
-        work, srv, _, _ = self._work("", "")
+        work, srv, _, _ = self._work(device, server)
+        Q = self.quantity_matrix(device, server)
+        q_max = self._q_max if Q is self.Q else float(Q.sum(axis=1).max())
         params = np.asarray(self._params)
         bits_f = np.asarray(self._bits_f)
         K = len(bits_f)
-        q = np.empty((N, self.Q.shape[1]))
+        q = np.empty((N, Q.shape[1]))
         q[:, 0] = np.where(on, params * bits_f[w_idx], 0.0).sum(axis=1)
         q[:, 1:1 + K] = np.bincount((rows[:, None] * K + w_idx).ravel(),
                                     np.where(on, np.asarray(work), 0.0).ravel(), N * K).reshape(N, K)
@@ -260,11 +282,14 @@ class TrivialPlans:
         q[:, 2 + K] = cuts < L
         q[:, 3 + K] = cuts > 0
         q[:, 4 + K] = np.asarray(srv)[cuts]
+        if Q.shape[1] > 5 + K:                   # units on each side, priced by the overheads
+            q[:, 5 + K] = cuts
+            q[:, 6 + K] = L - cuts
         with np.errstate(over="ignore", invalid="ignore"):
             mine = (q * prices).sum(axis=1)
-            safe = prices.sum(axis=1) * self._q_max < _SAFE
+            safe = prices.sum(axis=1) * q_max < _SAFE
             costs = np.where(np.arange(len(self.actions))[None, :] < n[:, None],
-                             np.where(safe[:, None], prices, 0.0) @ self.Q.T, np.inf)
+                             np.where(safe[:, None], prices, 0.0) @ Q.T, np.inf)
         pick = costs.argmin(axis=1)
         best = costs[rows, pick]
         second = np.partition(costs, 1, axis=1)[:, 1] if costs.shape[1] > 1 else np.full(N, np.inf)

@@ -64,15 +64,21 @@ def test_batch_equals_one_at_a_time_under_other_options(options: dict) -> None:
         assert d.decide_batch(reqs) == [d.decide(r) for r in reqs]
 
 
-def test_batch_on_named_processors_goes_through_the_single_form(monkeypatch: pytest.MonkeyPatch
-                                                                 ) -> None:
-    """Rows on processors whose times are not the plain model are decided one by one."""
+def _labelled_rows(d: Dispatcher, sources: object) -> int:
+    labels, group = rb._label_groups(d, sources, len(sources))
+    return int(sum(labels[g] != ("", "") for g in group.tolist()))
+
+
+def test_batch_on_named_processors_is_grouped_by_their_names(monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """Rows on processors whose times are not the plain model (here: every named one) are
+    decided in groups, each with its names' tables and prices: as one at a time."""
     d = Dispatcher.load(model="resnet18")
     reqs = _mixed(500, 5)
     want = [d.decide(r) for r in reqs]
     monkeypatch.setattr(rb, "mac_proportional", lambda profile, label: label == "")
     d._plain_labels.clear()
-    assert rb._named(d, reqs).sum() == sum(bool(r.device or r.server) for r in reqs) > 0
+    assert _labelled_rows(d, reqs) == sum(bool(r.device or r.server) for r in reqs) > 0
     assert d.decide_batch(reqs) == want
 
 
@@ -87,7 +93,7 @@ def test_decide_requests_keeps_the_processor_labels(monkeypatch: pytest.MonkeyPa
     single = rb.decide_matrix
 
     def spy(d_: Dispatcher, M: np.ndarray, sources: object = None) -> object:
-        seen.append(int(rb._named(d_, sources).sum()) if sources is not None else 0)
+        seen.append(_labelled_rows(d_, sources) if sources is not None else 0)
         return single(d_, M, sources) if sources is not None else single(d_, M)
 
     monkeypatch.setattr(rb, "decide_matrix", spy)
