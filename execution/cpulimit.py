@@ -15,6 +15,7 @@ import re
 import time
 from pathlib import Path
 
+from execution.link import pid_alive
 from system.errors import QsplitInputError, check_finite
 
 CPU_ROOT = Path("/sys/fs/cgroup/cpu")
@@ -34,16 +35,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove(path: Path, wait_s: float = 5.0) -> None:
     """rmdir the group once its processes have gone (they are moved out as they exit)."""
     t_end = time.monotonic() + wait_s
@@ -60,7 +51,7 @@ def clean_leftovers() -> list[str]:
     """Remove the groups of owners that are gone."""
     if unavailable_reason() is not None:
         return []
-    gone = [p for p in CPU_ROOT.iterdir() if (m := _NAME.match(p.name)) and not _alive(int(m.group(1)))]
+    gone = [p for p in CPU_ROOT.iterdir() if (m := _NAME.match(p.name)) and not pid_alive(int(m.group(1)))]
     for p in gone:
         _remove(p, 1.0)
     return [p.name for p in gone]

@@ -58,7 +58,8 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists (one we may not signal counts too): whose leftovers to keep."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,7 +73,7 @@ def leftovers() -> list[str]:
     """Namespaces of this prefix whose owner is gone."""
     r = _ip("netns", "list", check=False)
     names = [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
-    return [n for n in names if (m := _NAME.match(n)) and not _alive(int(m.group(1)))]
+    return [n for n in names if (m := _NAME.match(n)) and not pid_alive(int(m.group(1)))]
 
 
 def clean_leftovers() -> list[str]:
