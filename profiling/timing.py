@@ -100,8 +100,10 @@ def time_units(units: Sequence[Any], x: Any, *, threads: int, repeats: int = 30,
 
     import torch
 
-    if threads < 1 or repeats < 1 or warmup < 0:
-        raise ValueError(f"threads {threads} and repeats {repeats} must be >= 1, warmup >= 0")
+    for flag, v, lo, hi in (("--threads", threads, 1, 1024), ("--repeats", repeats, 1, 1_000_000),
+                            ("--warmup", warmup, 0, 1_000_000)):
+        if not lo <= v <= hi:
+            raise ValueError(f"{flag}: {v} is outside the allowed range [{lo}, {hi}]")
     check_finite("idle_s", idle_s, lo=0.0, hi=MAX_IDLE_S, unit="s")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

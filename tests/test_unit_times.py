@@ -378,6 +378,19 @@ def test_time_units_cli_writes_a_table_and_a_fit(digits_copy: Path, capsys) -> N
     assert set(last["fit"]["processors"]["host-test-1t"]) == {"flops_per_s", "overhead_s", "r2", "mape"}
 
 
+@pytest.mark.parametrize(("flag", "value", "needle"), [
+    ("--threads", "0", "--threads: 0 is outside the allowed range [1, 1024]"),
+    ("--repeats", "0", "--repeats: 0 is outside the allowed range [1, 1000000]"),
+    ("--warmup", "-1", "--warmup: -1 is outside the allowed range [0, 1000000]")])
+def test_time_units_refuses_bad_counts_in_one_line(digits_copy: Path, capsys, flag: str,
+                                                   value: str, needle: str) -> None:
+    args = {"--threads": "1", "--repeats": "3", "--warmup": "1", flag: value}
+    assert _cli("time-units", "--profile", str(digits_copy),
+                *[x for kv in args.items() for x in kv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
 def test_regenerating_a_profile_keeps_its_measured_tables(digits_copy: Path, tmp_path: Path) -> None:
     from profiling.__main__ import write_profile
     prof = _with_tables(load_profile(str(digits_copy)), {"host-z": [1e-5] * 9})
