@@ -34,7 +34,7 @@ def host_profile(name: str, threads: int = 1) -> tuple[ModelProfile, str, str]:
         m.units,
         torch.zeros((1, *m.input_shape)),
         threads=threads,
-        repeats=30 if name == "digits_cnn" else 7,
+        repeats=30 if name.startswith("digits_") else 7,      # short units: more repeats
         warmup=3,
     )
     return (

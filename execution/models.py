@@ -19,10 +19,13 @@ from system.errors import QsplitInputError
 from system.profiles import ModelProfile, load_profile
 
 
-def _digits(trained: bool) -> nn.Module:
-    from profiling import digits
+def _digits_net(net: str) -> Callable[[bool], nn.Module]:
+    """A digits network of ``profiling.digits.NETS``: its committed weights, or untrained."""
+    def build(trained: bool) -> nn.Module:
+        from profiling import digits
 
-    return digits.load_digits_cnn() if trained else digits.build_digits_cnn()
+        return digits.load_net(net) if trained else digits.NETS[net]()
+    return build
 
 
 def _resnet18(trained: bool) -> nn.Module:
@@ -33,7 +36,8 @@ def _resnet18(trained: bool) -> nn.Module:
 
 #: model name -> (builder(trained) -> module, input shape without batch)
 MODELS: dict[str, tuple[Callable[[bool], nn.Module], tuple[int, ...]]] = {
-    "digits_cnn": (_digits, (1, 8, 8)),
+    "digits_cnn": (_digits_net("digits_cnn"), (1, 8, 8)),
+    "digits_resnet": (_digits_net("digits_resnet"), (1, 8, 8)),
     "resnet18": (_resnet18, (3, 224, 224)),
 }
 

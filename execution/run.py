@@ -33,7 +33,7 @@ SERVER_PORT = 47611
 
 def model_inputs(model: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The first n held-out validation images and labels (digits), or n random images (others)."""
-    if model == "digits_cnn":
+    if model.startswith("digits_"):       # the digits networks share one held-out split
         from profiling.digits import load_split
 
         sp = load_split()

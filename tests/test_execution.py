@@ -331,3 +331,19 @@ def test_link_command_leaves_nothing_behind(sig: str) -> None:
         assert f"{name}d" in clean_leftovers()
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert name not in left
+
+
+def test_digits_resnet_runs_as_its_profiles_units() -> None:
+    """The second digits network is a model execution can run: its units are the profile's
+    (checked on load) and their chain is the trained network on held-out images."""
+    import torch
+
+    from execution.models import load_split_model
+    from execution.run import model_inputs
+    from profiling.digits import load_net
+
+    m = load_split_model("digits_resnet")
+    x, y = model_inputs("digits_resnet", 16)
+    assert y is not None and m.n_units == m.profile.n_units == 6
+    with torch.no_grad():
+        assert torch.equal(m.run(0, m.n_units, x), load_net("digits_resnet").eval()(x))
