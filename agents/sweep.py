@@ -23,10 +23,12 @@ solved for the warm start) and imitation epochs; the base config's values are tr
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import io
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,28 +50,43 @@ METRICS = ("test_regret_mean", "test_regret_p95", "test_violations", "val_regret
 COLUMNS = ("model", "seed", *SEARCH_KEYS, *METRICS, "best", "run")
 
 
-def _base_values(conf: dict, conf_file: str) -> dict[str, Any]:
-    """The searched knobs' values in the base config (the default configuration)."""
-    env = conf.get(ENV_ID)
-    q = (conf.get("qsplit") or {}).get(ENV_ID) or {}
-    if not isinstance(env, dict):
-        raise QsplitInputError(f"--conf-file {conf_file}: no {ENV_ID} mapping")
-    arch = str(env.get("policy_kwargs", ""))
-    width = 256
-    if "pi=[" in arch:
-        width = int(arch.split("pi=[", 1)[1].split(",", 1)[0].split("]", 1)[0])
-    return {"learning_rate": float(env.get("learning_rate", 3e-4)), "width": width,
-            "train_pool": int(q.get("train_pool", 20000)), "bc_epochs": int(q.get("bc_epochs", 0))}
+#: The actor's layers in a config's ``policy_kwargs``: what the width search rewrites.
+_PI = re.compile(r"pi\s*=\s*\[[^\]]*\]")
+
+
+def _base_values(conf_file: str) -> dict[str, Any]:
+    """The searched knobs' values in the base config (the default configuration), read and
+    checked by the trainer's own reader; ``width`` is the first actor layer of
+    ``policy_kwargs``' ``net_arch=dict(pi=[...])`` (None without one: then no width search)."""
+    import inspect
+
+    from stable_baselines3 import PPO
+
+    from agents.train_lib import load_config, safe_eval
+
+    hyper, opts = load_config(conf_file, ENV_ID)
+    width = None
+    if "policy_kwargs" in hyper:
+        arch = safe_eval(str(hyper["policy_kwargs"]), f"{conf_file}: policy_kwargs").get("net_arch")
+        if isinstance(arch, dict) and arch.get("pi") and _PI.search(str(hyper["policy_kwargs"])):
+            width = int(arch["pi"][0])
+    lr = hyper.get("learning_rate", inspect.signature(PPO).parameters["learning_rate"].default)
+    return {"learning_rate": float(lr), "width": width, "train_pool": opts.train_pool,
+            "bc_epochs": opts.bc_epochs}
 
 
 def _trial_config_file(conf: dict, values: dict[str, Any], path: Path) -> Path:
-    """Write the base config with a trial's values applied; the run folder keeps a copy."""
+    """Write the base config with a trial's values applied; the run folder keeps a copy. A
+    width w other than the base's makes the actor [w, w/2]; the critic and the activation
+    stay the base's (the base's own width leaves its actor as it is)."""
     c = yaml.safe_load(yaml.safe_dump(conf))
     env = c[ENV_ID]
     env["learning_rate"] = float(values["learning_rate"])
-    w = int(values["width"])
-    env["policy_kwargs"] = (f"dict(net_arch=dict(pi=[{w}, {max(w // 2, 16)}], vf=[64, 64]), "
-                            "activation_fn=nn.ReLU)")
+    if values["width"] is not None:
+        w, text = int(values["width"]), str(env["policy_kwargs"])
+        m = _PI.search(text)
+        if m is not None and ast.literal_eval(m.group(0).split("=", 1)[1])[0] != w:
+            env["policy_kwargs"] = _PI.sub(f"pi=[{w}, {max(w // 2, 16)}]", text, count=1)
     q = c.setdefault("qsplit", {}).setdefault(ENV_ID, {})
     q["train_pool"] = int(values["train_pool"])
     q["bc_epochs"] = int(values["bc_epochs"])
@@ -208,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check(a: argparse.Namespace) -> list[str]:
+def _check(a: argparse.Namespace, base: dict[str, Any]) -> list[str]:
     known = builtin_profile_names()
     models = known if a.models == ["all"] else a.models
     for m in models:
@@ -222,6 +239,9 @@ def _check(a: argparse.Namespace) -> list[str]:
         raise QsplitInputError(f"--cpus-per-trial: {a.cpus_per_trial} is outside (0, 1024] CPUs")
     if a.search and len(models) != 1:
         raise QsplitInputError("--search: give one model (--models NAME); a search per model")
+    if a.search and base["width"] is None:
+        raise QsplitInputError(f"--search: {a.conf_file} has no policy_kwargs with "
+                               "net_arch=dict(pi=[...]); the width search rewrites that list")
     if a.resume and not (a.out / "ray").is_dir():
         raise QsplitInputError(f"--resume: no sweep in {a.out} (expected {a.out / 'ray'})")
     if a.out.exists() and not a.resume:
@@ -237,9 +257,9 @@ def _check(a: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run (or resume) a sweep, write the results table, print it."""
     a = _parser().parse_args(argv)
-    models = _check(a)
+    base = _base_values(a.conf_file)
+    models = _check(a, base)
     conf = parse_yaml(read_text(Path(a.conf_file), "--conf-file"), f"--conf-file {a.conf_file}")
-    base = _base_values(conf, a.conf_file)
 
     import ray
     from ray import tune

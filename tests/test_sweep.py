@@ -10,31 +10,18 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
+from test_train import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest.importorskip("ray.tune")
 
 from agents.sweep import COLUMNS, main, results_rows, write_results  # noqa: E402
 
-TINY = """QuantSplit-v0:
-  env_kwargs: {model: digits_cnn, scenario: default}
-  n_envs: 2
-  n_timesteps: 256
-  policy: MlpPolicy
-  n_steps: 64
-  batch_size: 64
-  n_epochs: 1
-  gamma: 0.0
-  learning_rate: !!float 3e-4
-  policy_kwargs: "dict(net_arch=dict(pi=[32, 16], vf=[16]), activation_fn=nn.ReLU)"
-qsplit:
-  QuantSplit-v0: {train_pool: 300, eval_pool: 100, eval_freq: 128, bc_epochs: 2, pool_workers: 1}
-"""
-
 
 def test_two_trial_sweep_on_local_ray(tmp_path: Path) -> None:
     conf = tmp_path / "tiny.yml"
-    conf.write_text(TINY)
+    conf.write_text(yaml.safe_dump(TINY))      # the tests' one tiny training config
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "agents.sweep", "--models", "digits_cnn", "--seeds", "2",
            "-conf", str(conf), "--held-out", "200", "--out", str(out)]
@@ -49,7 +36,8 @@ def test_two_trial_sweep_on_local_ray(tmp_path: Path) -> None:
                      "best_model.zip", "evaluations.json", "bc.json", "test.json"):
             assert (run / name).is_file(), (run, name)
         assert any((run / "tb").iterdir())
-        assert "learning_rate: 0.0003" in (run.parent.parent / "config.yml").read_text()
+        trial_conf = yaml.safe_load((run.parent.parent / "config.yml").read_text())
+        assert trial_conf["QuantSplit-v0"] == TINY["QuantSplit-v0"]   # the default config as is
         assert float(row["test_regret_mean"]) >= 0 and row["test_violations"] == "0"
     assert "| digits_cnn | 0 |" in (out / "results.md").read_text()
     # a finished sweep resumes to the same table
@@ -98,3 +86,28 @@ def test_out_holding_other_files_is_refused(tmp_path: Path, capsys: pytest.Captu
     assert main(["--models", "digits_cnn", "--out", str(tmp_path)]) == 2
     assert "is not empty" in capsys.readouterr().err
     assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_a_trial_config_changes_only_its_values(tmp_path: Path) -> None:
+    from agents.sweep import _base_values, _trial_config_file
+
+    conf = tmp_path / "tiny.yml"
+    conf.write_text(yaml.safe_dump(TINY))
+    base = _base_values(str(conf))
+    assert base == {"learning_rate": 3e-4, "width": 32, "train_pool": 300, "bc_epochs": 2}
+    wide = yaml.safe_load(_trial_config_file(TINY, {**base, "width": 128, "bc_epochs": 5},
+                                             tmp_path / "t" / "r" / "config.yml").read_text())
+    assert wide["QuantSplit-v0"]["policy_kwargs"] == "dict(net_arch=dict(pi=[128, 64], vf=[32, 32]))"
+    assert wide["qsplit"]["QuantSplit-v0"]["bc_epochs"] == 5
+
+
+def test_search_needs_an_actor_list_to_rewrite(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    plain = {**TINY, "QuantSplit-v0": {k: v for k, v in TINY["QuantSplit-v0"].items()
+                                       if k != "policy_kwargs"}}
+    conf = tmp_path / "plain.yml"
+    conf.write_text(yaml.safe_dump(plain))
+    assert main(["--models", "digits_cnn", "--search", "-conf", str(conf),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--search:" in err and "net_arch=dict(pi=[...])" in err and "\n" not in err
