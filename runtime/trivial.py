@@ -142,10 +142,6 @@ class TrivialPlans:
                 [self.quantities(a, device, server) for a in self.actions])
         return Q
 
-    def canonical(self, device: str, server: str) -> tuple[str, str]:
-        """The labels as costs see them: ("", "") where both follow the plain model."""
-        return self._canonical(device, server) if device or server else ("", "")
-
     def kappa_of(self, kappa: tuple[float, ...]) -> list[float]:
         """:func:`system.bits.kernel_kappa` of the bit set for a device's speedups (kept: a
         fleet has few kinds of device)."""
