@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from profiling.timecheck import mape
 from system.cost import UnitTime
 from system.errors import QsplitInputError, check_finite, shown
 from system.loaders import cell_float, cell_int, parse_csv, read_text
@@ -170,7 +171,7 @@ def _solve_oc(x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
 def _quality(pred: np.ndarray, t: np.ndarray) -> dict[str, float]:
     ss_tot = float(np.sum((t - t.mean()) ** 2))
     r2 = 1.0 - float(np.sum((pred - t) ** 2)) / ss_tot if ss_tot > 0 else 1.0
-    return {"r2": round(r2, 6), "mape": round(float(np.mean(np.abs(pred / t - 1.0))), 6)}
+    return {"r2": round(r2, 6), "mape": round(mape(pred, t), 6)}
 
 
 def predict(macs: np.ndarray, eff: np.ndarray, flops_per_s: float, overhead_s: float) -> np.ndarray:
