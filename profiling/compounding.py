@@ -123,11 +123,6 @@ def tabulate(fn: Fn, s_max_pp: float, n_knots: int = 40) -> tuple[np.ndarray, np
     return xs, ys
 
 
-def g_pp(compounding: Compounding | None, s_pp: np.ndarray | float) -> np.ndarray:
-    """g(s) of a fitted correction: the planner's own evaluation (system.accuracy)."""
-    return compound_pp(compounding, s_pp)
-
-
 def fit_compounding(s_pp: np.ndarray, meas_pp: np.ndarray, *, folds: int = 5, seed: int = 0,
                     safe_target: float = 0.98, n_knots: int = 40,
                     extra: dict[str, Any] | None = None) -> Compounding:
@@ -139,7 +134,8 @@ def fit_compounding(s_pp: np.ndarray, meas_pp: np.ndarray, *, folds: int = 5, se
     fn, params = FITTERS[name](s, d)
     xs, ys = tabulate(fn, float(s.max()), n_knots)
     raw = Compounding(xs, ys, {})
-    k = fit_safety_factor(g_pp(raw, s), d, safe_target)
+    g_s = compound_pp(raw, s)                  # the planner's own evaluation of g
+    k = fit_safety_factor(g_s, d, safe_target)
     fit = {
         "candidates": list(CANDIDATES),
         "cv_mae_pp": {n: round(v, 4) for n, v in scores.items()},
@@ -156,9 +152,9 @@ def fit_compounding(s_pp: np.ndarray, meas_pp: np.ndarray, *, folds: int = 5, se
         "plans": len(s),
         "s_max_pp": round(float(s.max()), 4),
         "measured_max_pp": round(float(d.max()), 4),
-        "safe_rate_fit": safe_rate(g_pp(raw, s), d),
-        "safe_rate_k": safe_rate(k * g_pp(raw, s), d),
-        "mae_pp_fit": round(float(np.abs(g_pp(raw, s) - d).mean()), 4),
+        "safe_rate_fit": safe_rate(g_s, d),
+        "safe_rate_k": safe_rate(k * g_s, d),
+        "mae_pp_fit": round(float(np.abs(g_s - d).mean()), 4),
         **(extra or {}),
     }
     return Compounding(xs, k * ys, fit)

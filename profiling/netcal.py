@@ -29,10 +29,10 @@ from torch import nn
 from profiling import digits
 from profiling.calibrate import PLAN_BITS, calibrate, law_table
 from profiling.chain import Chain, measure_plans
-from profiling.compounding import fit_compounding, g_pp
+from profiling.compounding import fit_compounding
 from profiling.profiler import ModuleProfile, model_profile, profile_module, split_units
 from profiling.safety import SAFE_BUDGETS_PP, fit_safety_factor, safe_rate, spearman, stratified_plans
-from system.accuracy import plans_drop_pp
+from system.accuracy import compound_pp, plans_drop_pp
 from system.evidence import TensorEvidence
 from system.plan import Plan
 from system.profiles import ModelProfile, profile_from_dict
@@ -161,7 +161,7 @@ def validation_plans(profile: ModelProfile, seed: int = 1000,
                      per_bin: Sequence[int] = VAL_PER_BIN) -> list[Plan]:
     """Fresh plans (a seed calibration never used), stratified over the corrected g(s)."""
     return stratified_plans(profile.sens_w, profile.sens_a, VAL_EDGES_PP, per_bin, seed,
-                            predict=lambda s: g_pp(profile.compounding, s))
+                            predict=lambda s: compound_pp(profile.compounding, s))
 
 
 def figures(pred: np.ndarray, meas: np.ndarray) -> dict[str, Any]:
@@ -191,7 +191,7 @@ def validate_net(profile: ModelProfile, net: str, measure: Measure | None = None
     meas = (measure_plans(chain, plans) if measure is None else measure(plans))
     fit = profile.compounding.fit if profile.compounding is not None else {}
     k_add = float(fit.get("additive_k_before", 1.0))
-    pred_after = g_pp(profile.compounding, s)
+    pred_after = compound_pp(profile.compounding, s)
     return {
         "plans": len(plans), "val_images": sizes["val"],
         "val_base_accuracy_pct": round(chain.base_accuracy_pct, 4),
