@@ -273,8 +273,14 @@ def drop_sums_pp(weight_drops: np.ndarray, act_drops: np.ndarray) -> np.ndarray:
 
 def drop_tables(profile: ModelProfile, bits: tuple[int, ...] = DEFAULT_BITS
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """UnitTables' d_w (L, K) and d_a (L+1, K): they depend on the profile and bits only.
+    """UnitTables' d_w (L, K) and d_a (L+1, K): they depend on the profile and bits only, so
+    they are made once per pair (read-only arrays) and every request's tables share them.
     A width the profile's evidence does not back is an infinite drop (never feasible)."""
+    return _drop_tables(profile, tuple(bits))
+
+
+@lru_cache(maxsize=256)
+def _drop_tables(profile: ModelProfile, bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     L = profile.n_units
     b = np.asarray(bits)
     q = q_noise(b.astype(np.float64))
@@ -285,7 +291,9 @@ def drop_tables(profile: ModelProfile, bits: tuple[int, ...] = DEFAULT_BITS
     sa = np.concatenate([[0.0], profile.sens_a])
     d_a = (inner * sa)[:, None] * q[None, :]
     off = inner[:, None] & unbacked(b[None, :], np.concatenate([[1], fa])[:, None])
-    return d_w, np.where(off, np.inf, d_a)
+    d_a = np.where(off, np.inf, d_a)
+    d_w.flags.writeable = d_a.flags.writeable = False
+    return d_w, d_a
 
 
 def unbacked_options(d_w: np.ndarray, d_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
