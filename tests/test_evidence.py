@@ -221,3 +221,15 @@ def test_a_suite_runs_for_another_model_or_every_model() -> None:
     assert [s.model for s in suites_for("small", "all")] == builtin_profile_names()
     with pytest.raises(QsplitInputError, match="unknown profile 'nonet'"):
         suites_for("small", "nonet")
+
+
+def test_expected_figures_are_refused_for_every_model(tmp_path, capsys) -> None:
+    import evaluate
+
+    out = tmp_path / "mine.json"
+    out.write_text("keep")
+    assert evaluate.main(["--suite", "small", "--model", "all", "--decider", "optimal",
+                          "--requests", "2", "--expected-out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --expected-out, --check: one model at a time, not --model all"
+    assert out.read_text() == "keep"
