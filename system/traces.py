@@ -39,7 +39,7 @@ __all__ = [
 ZERO_FLOOR_BPS: float = 1.0e3
 
 ZeroPolicy = Literal["drop", "floor"]
-TraceFormat = Literal["pensieve", "ghent", "5gophers"]
+TraceFormat = Literal["pensieve", "ghent", "5gophers", "mahimahi"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -272,16 +272,8 @@ def read_5gophers(path: str | Path, *, on_zero: ZeroPolicy = "drop") -> list[Tra
 MAHIMAHI_PACKET_BYTES = 1500
 
 
-def read_mahimahi(path: str | Path, *, bin_s: float = 0.1, on_zero: ZeroPolicy = "drop") -> Trace:
-    """Read a Mahimahi link trace: one line per 1500-byte delivery opportunity, its time in ms.
-
-    A timestamp repeated k times is k packets in that millisecond. The file loops at its end
-    (period: the last timestamp, rounded up to a whole bin). Opportunities are counted per
-    ``bin_s`` bin from 0; the Trace's samples are the bins' start times and rates
-    (packets x 1500 x 8 / bin_s). The direction is the file's suffix (.up / .down).
-    """
-    if not (isinstance(bin_s, (int, float)) and math.isfinite(bin_s) and 0.001 <= bin_s <= 60):
-        raise QsplitInputError(f"bin_s: {bin_s!r} s is outside [0.001, 60]")
+def mahimahi_stamps(path: str | Path) -> tuple[Path, np.ndarray]:
+    """The delivery-opportunity timestamps (ms, non-decreasing) of a Mahimahi trace file."""
     p, lines = _read_lines(path)
     stamps: list[float] = []
     for i, line, tok in _data_lines(lines):
@@ -294,13 +286,32 @@ def read_mahimahi(path: str | Path, *, bin_s: float = 0.1, on_zero: ZeroPolicy =
         stamps.append(ms)
     if not stamps:
         raise QsplitInputError(f"{p}: empty trace, expected at least one timestamp")
+    return p, np.asarray(stamps, dtype=np.float64)
+
+
+def mahimahi_direction(p: Path) -> str:
+    """A Mahimahi file's direction, from its suffix (.up / .down)."""
+    return {".up": "uplink", ".down": "downlink"}.get(p.suffix.lower(), "unstated")
+
+
+def read_mahimahi(path: str | Path, *, bin_s: float = 0.1, on_zero: ZeroPolicy = "drop") -> Trace:
+    """Read a Mahimahi link trace as binned rates (see :mod:`system.linktrace` for the exact
+    capacity a transfer drains through).
+
+    A timestamp repeated k times is k packets in that millisecond. The file loops at its end
+    (period: the last timestamp, rounded up to a whole bin). Opportunities are counted per
+    ``bin_s`` bin from 0; the Trace's samples are the bins' start times and rates
+    (packets x 1500 x 8 / bin_s). The direction is the file's suffix (.up / .down).
+    """
+    if not (isinstance(bin_s, (int, float)) and math.isfinite(bin_s) and 0.001 <= bin_s <= 60):
+        raise QsplitInputError(f"bin_s: {bin_s!r} s is outside [0.001, 60]")
+    p, stamps = mahimahi_stamps(path)
     n_bins = max(1, math.ceil(stamps[-1] / 1e3 / bin_s))
-    idx = np.minimum((np.asarray(stamps) / 1e3 / bin_s).astype(np.int64), n_bins - 1)
+    idx = np.minimum((stamps / 1e3 / bin_s).astype(np.int64), n_bins - 1)
     counts = np.bincount(idx, minlength=n_bins)
     rates = counts * MAHIMAHI_PACKET_BYTES * 8.0 / bin_s
-    direction = {".up": "uplink", ".down": "downlink"}.get(p.suffix.lower(), "unstated")
-    return _finish(p, p.name, "mahimahi", direction, np.arange(n_bins) * bin_s, rates,
-                   list(range(1, n_bins + 1)), on_zero)
+    return _finish(p, p.name, "mahimahi", mahimahi_direction(p), np.arange(n_bins) * bin_s,
+                   rates, list(range(1, n_bins + 1)), on_zero)
 
 
 _DOC_SUFFIXES = frozenset({".md", ".txt", ".rst", ".pdf", ".json", ".yaml", ".yml", ".py"})
@@ -314,20 +325,19 @@ def _is_trace_file(p: Path) -> bool:
 
 
 def detect_format(path: str | Path) -> TraceFormat:
-    """Tell a trace file's format: .csv -> 5Gophers, .log -> Ghent, else by its first line.
-
-    A first data line of 6 numeric fields is a Ghent log; 2 or more otherwise is Pensieve.
+    """Tell a trace file's format: .csv -> 5Gophers, .log -> Ghent, .up/.down -> Mahimahi,
+    else by its first data line: 6 fields Ghent, 1 field Mahimahi, 2 or more Pensieve.
     """
     p, lines = _read_lines(path)
-    if p.suffix.lower() == ".csv":
-        return "5gophers"
-    if p.suffix.lower() == ".log":
-        return "ghent"
+    suffix = {".csv": "5gophers", ".log": "ghent", ".up": "mahimahi", ".down": "mahimahi"}
+    if p.suffix.lower() in suffix:
+        return suffix[p.suffix.lower()]  # type: ignore[return-value]
     for line in lines:
         s = line.strip()
         if not s or s.startswith("#"):
             continue
-        return "ghent" if len(s.split()) == 6 else "pensieve"
+        n = len(s.split())
+        return "ghent" if n == 6 else "mahimahi" if n == 1 else "pensieve"
     raise QsplitInputError(f"{p}: empty trace, expected at least one data line")
 
 
@@ -346,6 +356,8 @@ def load_trace_folder(path: str | Path, *, on_zero: ZeroPolicy = "drop") -> list
             traces.extend(read_5gophers(p, on_zero=on_zero))
         elif fmt == "ghent":
             traces.append(read_ghent(p, on_zero=on_zero))
+        elif fmt == "mahimahi":
+            traces.append(read_mahimahi(p, on_zero=on_zero))
         else:
             traces.append(read_pensieve(p, on_zero=on_zero))
     if not traces:
@@ -357,12 +369,13 @@ def load_trace_folder(path: str | Path, *, on_zero: ZeroPolicy = "drop") -> list
 #: in the folder name (checked in this order), else by the file format.
 _FOLDER_LINK_HINTS: tuple[tuple[str, str], ...] = (
     ("hsdpa", "3g"), ("norway", "3g"), ("3g", "3g"),
-    ("ghent", "lte"), ("lte", "lte"), ("4g", "lte"),
+    ("umts", "3g"), ("ghent", "lte"), ("lte", "lte"), ("4g", "lte"),
     ("5gophers", "5g"), ("5g", "5g"),
     # FCC fixed broadband: the phone reaches it through home Wi-Fi (assumption).
     ("fcc", "wifi"), ("broadband", "wifi"), ("wifi", "wifi"),
 )
-_FORMAT_LINK: dict[str, str] = {"pensieve": "3g", "ghent": "lte", "5gophers": "5g"}
+_FORMAT_LINK: dict[str, str] = {"pensieve": "3g", "ghent": "lte", "5gophers": "5g",
+                                 "mahimahi": "lte"}
 
 
 def infer_link(folder: str | Path, traces: Sequence[Trace]) -> str:
