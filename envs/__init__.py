@@ -32,5 +32,12 @@ register_envs()
 from envs.pool import RequestPool  # noqa: E402
 from envs.quantsplit import QuantSplitEnv  # noqa: E402
 
-__all__ = ["ENV_ID", "ActionCodec", "ObservationEncoder", "QuantSplitEnv", "RequestPool",
-           "TRACE_ENV_ID", "register_envs"]
+__all__ = [
+    "ENV_ID",
+    "TRACE_ENV_ID",
+    "ActionCodec",
+    "ObservationEncoder",
+    "QuantSplitEnv",
+    "RequestPool",
+    "register_envs",
+]

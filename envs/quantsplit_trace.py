@@ -25,7 +25,7 @@ from gymnasium import spaces
 
 from envs.trace_pool import TracePool
 from system.bits import DEFAULT_BITS
-from system.codec import ActionCodec
+from system.codec import ActionCodec, ObservationEncoder
 from system.cost import unit_tables
 from system.errors import QsplitInputError, check_finite
 from system.plan import plans_to_arrays
@@ -53,7 +53,8 @@ class QuantSplitTraceEnv(gym.Env):
         self.miss_penalty = check_finite("miss_penalty", miss_penalty, lo=0.0)
         self.codec = ActionCodec(self.profile.n_units, DEFAULT_BITS)
         F = pool.obs.shape[1]
-        self.observation_space = spaces.Box(-np.inf, np.inf, (F,), np.float32)
+        clip = ObservationEncoder().clip
+        self.observation_space = spaces.Box(-clip, clip, (F,), np.float32)
         self.action_space = spaces.MultiDiscrete(self.codec.nvec)
         self._i: int | None = None
 

@@ -72,10 +72,11 @@ def _key(profile: ModelProfile, scenario: Scenario, routes: tuple[LinkPair, ...]
 
 def build_trace_pool(profile: ModelProfile, scenario: Scenario,
                      routes: list[LinkPair] | tuple[LinkPair, ...], n: int, seed: int,
-                     world: World = World(), encoder: ObservationEncoder | None = None,
+                     world: World | None = None, encoder: ObservationEncoder | None = None,
                      cache_dir: str | Path | None = None) -> TracePool:
     """Place n requests with ``np.random.default_rng(seed)`` and solve each (see module doc)."""
     encoder = encoder or ObservationEncoder()
+    world = world or World()
     routes = tuple(routes)
     sit = place(scenario, routes, world, np.random.default_rng(seed), n, profile)
     path = None

@@ -32,7 +32,7 @@ from system.traces import (
 )
 
 __all__ = ["CapacityTrace", "LinkPair", "capacity_from_rates", "load_link_pairs",
-           "read_mahimahi_capacity"]
+           "load_routes", "read_mahimahi_capacity"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,7 +128,7 @@ class LinkPair:
 
 
 def _capacity_from_stamps(name: str, stamps_ms: np.ndarray, direction: str) -> CapacityTrace:
-    period_ms = max(int(math.ceil(stamps_ms[-1])), 1)
+    period_ms = max(math.ceil(float(stamps_ms[-1])), 1)
     ms = np.floor(stamps_ms).astype(np.int64) % period_ms     # the last stamp wraps onto 0
     counts = np.bincount(ms, minlength=period_ms).astype(np.float64)
     cum = np.concatenate([[0.0], np.cumsum(counts * MAHIMAHI_PACKET_BYTES * 8.0)])
@@ -200,10 +200,35 @@ def load_link_pairs(folder: str | Path, *, default_link: str = "lte") -> list[Li
             pairs.append(LinkPair(stem, read_mahimahi_capacity(up), read_mahimahi_capacity(down),
                                   _link_of(stem, default_link)))
         return pairs
-    for tr in load_trace_folder(d):
+    for tr in load_trace_folder(d, on_zero="floor"):  # a zero second is an outage
         down = capacity_from_rates(tr)
         link = get_link(_link_of(tr.name + " " + d.name, default_link))
         ratio = 0.5 * (link.up_ratio_min + link.up_ratio_max)
         up = CapacityTrace(tr.name, down.knots_s, down.cum_bits * ratio, "uplink")
         pairs.append(LinkPair(re.sub(r"\s+", "_", tr.name), up, down, link.name))
     return pairs
+
+
+def load_routes(specs: list[str] | tuple[str, ...], base: Path | None = None) -> list[LinkPair]:
+    """Routes from specs ``FOLDER`` (every route in it) or ``FOLDER:NAME[,NAME...]`` (those
+    routes only). A relative folder resolves against ``base`` (the caller's config folder or
+    the repository root) when it is not found as given."""
+    out: list[LinkPair] = []
+    for spec in specs:
+        folder, _, names = str(spec).partition(":")
+        p = Path(folder)
+        if not p.is_dir() and base is not None and (base / p).is_dir():
+            p = base / p
+        pairs = load_link_pairs(p)
+        if names:
+            want = [n.strip() for n in names.split(",") if n.strip()]
+            have = {r.name: r for r in pairs}
+            missing = [n for n in want if n not in have]
+            if missing:
+                raise QsplitInputError(f"routes: {spec!r}: no route {missing[0]!r} in {p}; "
+                                       f"found {sorted(have)}")
+            pairs = [have[n] for n in want]
+        out.extend(pairs)
+    if not out:
+        raise QsplitInputError("routes: expected at least one route")
+    return out

@@ -107,7 +107,6 @@ def solve_future(profile: ModelProfile, req: Request, fut: Future,
     """The exact least-cost plan within the budget under ``fut`` (see the module doc)."""
     L = profile.n_units
     b = np.asarray(bits)
-    K = len(bits)
     fixed, g, w_h = _fixed_and_unit(profile, req, fut, bits)
     d_w, d_a = drop_tables(profile, bits)
     lim = drop_limit_pp(req.eps_pp, profile.compounding)
