@@ -4,6 +4,7 @@
     python evaluate.py --suite small --decider optimal --decider ppo:runs/ppo/QuantSplit-v0_1
     python evaluate.py --replay out/eval/default/records.csv  # re-cost every row, compare
     python evaluate.py --list                               # the suites and decider specs
+    python evaluate.py --suite trace_variance [--traces DIR]  # when the channel moves (§8)
 
 A suite (``configs/eval/<name>.yaml``, :mod:`leaderboard.suites`) fixes a model profile, the
 deciders and cases of seeded requests. Every decider decides the same requests; each plan is
@@ -31,6 +32,8 @@ from leaderboard.replay import replay_csv
 from leaderboard.run import evaluate_suite
 from leaderboard.suites import ROOT, check_n_requests, suite_names, suites_for
 from leaderboard.summary import compare_figures, expected_figures, markdown, summary_json
+from leaderboard.variance import is_trace_suite, run_trace_suite
+from leaderboard.variance import markdown as trace_markdown
 from system.atomic import atomic_write_text
 from system.errors import QsplitInputError, cli_main
 from system.evidence import WIDTH_MODES
@@ -68,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--check", type=Path, metavar="JSON",
                     help="compare the machine-independent figures with an --expected-out JSON; "
                          "exit 1 when they differ")
+    ap.add_argument("--traces", type=Path, metavar="DIR", help="trace_variance suite: evaluate on "
+                    "this folder of traces (any supported format) instead of the suite's routes")
     ap.add_argument("--list", action="store_true", help="list the suites and decider specs")
     return ap
 
@@ -112,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         want = None
         if args.check:
             want = parse_json(read_text(args.check, "--check"), f"--check {args.check.name}")
+        if is_trace_suite(args.suite):
+            out = args.out or ROOT / "out" / "eval" / Path(args.suite).stem
+            figs = run_trace_suite(args.suite, out, args.traces, args.model and [args.model],
+                                   args.requests, not args.no_plots,
+                                   lambda s: print(s, file=sys.stderr))
+            print(trace_markdown(figs) + f"\nwrote {out}")
+            return 0
         suites = suites_for(args.suite, args.model, args.widths)
         if len(suites) > 1 and (args.expected_out or args.check):
             raise QsplitInputError("--expected-out, --check: one model at a time, not --model all")

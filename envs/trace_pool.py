@@ -86,16 +86,24 @@ def build_trace_pool(profile: ModelProfile, scenario: Scenario,
             with np.load(path, allow_pickle=False) as z:
                 return TracePool(sit, z["obs"], z["clair_cost"], z["clair_action"],
                                  z["clair_miss"], z["ce_cost"], z["ce_miss"])
+    pool = solve_pool(profile, sit, encoder)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, npz_bytes({
+            "obs": pool.obs, "clair_cost": pool.clair_cost, "clair_action": pool.clair_action,
+            "clair_miss": pool.clair_miss, "ce_cost": pool.ce_cost, "ce_miss": pool.ce_miss}))
+    return pool
+
+
+def solve_pool(profile: ModelProfile, sit: Situations,
+               encoder: ObservationEncoder | None = None) -> TracePool:
+    """The pool of placed requests ``sit``: observations, clairvoyant and CE results."""
+    encoder = encoder or ObservationEncoder()
+    n = len(sit)
     codec = ActionCodec(profile.n_units, DEFAULT_BITS)
     clair = [clairvoyant(profile, sit, i).plan for i in range(n)]
     ce = [solve(profile, planning_request(sit, i)).plan for i in range(n)]
     cc, _, cm = realise_plans(profile, sit, clair)
     ec, _, em = realise_plans(profile, sit, ce)
-    pool = TracePool(sit, observe(sit, encoder), cc, np.stack([codec.encode(p) for p in clair]),
+    return TracePool(sit, observe(sit, encoder), cc, np.stack([codec.encode(p) for p in clair]),
                      cm, ec, em)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, npz_bytes({
-            "obs": pool.obs, "clair_cost": cc, "clair_action": pool.clair_action,
-            "clair_miss": cm, "ce_cost": ec, "ce_miss": em}))
-    return pool

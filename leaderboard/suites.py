@@ -71,8 +71,10 @@ def suites_for(spec: str | Path, model: str | None = None, widths: str | None = 
 
 
 def suite_names() -> list[str]:
-    """Suite names :func:`load_suite` accepts without a path."""
-    return sorted({p.stem for d in config_dirs("eval") if d.is_dir() for p in d.glob("*.yaml")})
+    """Suite names :func:`load_suite` accepts without a path (trace-variance suites, read by
+    :mod:`leaderboard.variance`, are not among them)."""
+    return sorted({p.stem for d in config_dirs("eval") if d.is_dir() for p in d.glob("*.yaml")
+                   if "qsplit-trace-suite/" not in p.read_text(encoding="utf-8")})
 
 
 #: Requests per case at most: every request keeps a record per decider in memory (about

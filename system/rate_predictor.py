@@ -1,11 +1,12 @@
 """A learned rate predictor feeding the exact optimizer (the alternative to a learned plan).
 
-It predicts, from the device's last k one-second samples of both directions, the expected
-time a reference transfer of ``ref_bits`` starting now takes per direction (outages
-included), by ridge regression on the log samples over every second of the training
-routes, and hands the optimizer the effective rate ``ref_bits / predicted time``. Least
-squares on the time, not on the log rate, so an outage's long wait weighs what it costs.
-numpy only.
+From the device's last k one-second samples of both directions it predicts each direction's
+throughput over the next ``horizon_s`` seconds, by ridge regression of its log10 on the log
+samples over every quarter second of the training routes, and hands the optimizer those
+rates. Variants measured on the held-out routes (resnet18, 1,000 requests; mean regret
+against the clairvoyant, the mean-estimate optimizer at 17.9%): next 3 s in log 16.9%,
+next 1 s in log 17.1%, next 3 s least squares on the rate 30.0%, expected time of a 1 Mbit
+transfer 54.9% (pessimistic: it pushes work onto the device). numpy only.
 """
 
 from __future__ import annotations
@@ -18,44 +19,38 @@ from system.linktrace import LinkPair
 from system.realised import history_features
 from system.traces import ZERO_FLOOR_BPS
 
-#: Reference transfer: 1 Mbit, about a raw 224x224 RGB image at 8 bits (1.2 Mbit).
-REF_BITS = 1.0e6
+HORIZON_S = 3.0
 RIDGE = 1e-3
 
 
 @dataclass(frozen=True, eq=False)
 class RatePredictor:
-    """Ridge coefficients per direction over [1, history features]."""
+    """Ridge coefficients (1 + 2k, 2) over [1, history features] -> log10 (up, down) bit/s."""
 
-    coef_up: np.ndarray
-    coef_down: np.ndarray
-    ref_bits: float = REF_BITS
+    coef: np.ndarray
+    horizon_s: float = HORIZON_S
 
     @classmethod
     def fit(cls, routes: list[LinkPair] | tuple[LinkPair, ...], history_k: int,
-            stride_s: float = 0.25, ref_bits: float = REF_BITS) -> RatePredictor:
+            stride_s: float = 0.25, horizon_s: float = HORIZON_S) -> RatePredictor:
         """Fit on every ``stride_s`` of every route after its first ``history_k`` seconds."""
-        X, yu, yd = [], [], []
+        X, Y = [], []
         for r in routes:
-            t = np.arange(float(history_k), r.period_s - 1.0, stride_s)
+            t = np.arange(float(history_k), r.period_s - horizon_s, stride_s)
             X.append(history_features(r.up.throughput_bps(t, history_k),
                                       r.down.throughput_bps(t, history_k)))
-            yu.append(r.up.drain_s(t, ref_bits))
-            yd.append(r.down.drain_s(t, ref_bits))
+            Y.append(np.stack([(c.delivered_bits(t + horizon_s) - c.delivered_bits(t))
+                               / horizon_s for c in (r.up, r.down)], axis=1))
         A = np.concatenate(X)
         A = np.concatenate([np.ones((len(A), 1)), A], axis=1)
+        y = np.log10(np.maximum(np.concatenate(Y), ZERO_FLOOR_BPS))
         G = A.T @ A + RIDGE * len(A) * np.eye(A.shape[1])
-        return cls(np.linalg.solve(G, A.T @ np.concatenate(yu)),
-                   np.linalg.solve(G, A.T @ np.concatenate(yd)), ref_bits)
+        return cls(np.linalg.solve(G, A.T @ y), horizon_s)
 
     def predict(self, up_hist_bps: np.ndarray, down_hist_bps: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Effective (up, down) rates in bit/s for histories (N, k) each."""
+        """Predicted (up, down) rates in bit/s for histories (N, k) each."""
         f = history_features(up_hist_bps, down_hist_bps)
         A = np.concatenate([np.ones((len(f), 1)), f], axis=1)
-        hi = np.maximum(up_hist_bps.max(axis=1), down_hist_bps.max(axis=1)) * 10 + 1e6
-        out = []
-        for coef in (self.coef_up, self.coef_down):
-            t = np.maximum(A @ coef, self.ref_bits / hi)     # a time no faster than 10x seen
-            out.append(np.maximum(self.ref_bits / t, ZERO_FLOOR_BPS))
-        return out[0], out[1]
+        r = np.maximum(10.0 ** (A @ self.coef), ZERO_FLOOR_BPS)
+        return r[:, 0], r[:, 1]

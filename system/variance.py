@@ -152,24 +152,43 @@ def place(scenario: Scenario, routes: list[LinkPair] | tuple[LinkPair, ...], wor
     if not routes:
         raise QsplitInputError("routes: expected at least one trace route")
     base = sample_requests(replace(scenario, device_load=Dist("fixed", lo=1.0)), rng, n)
-    k, m = world.history_k, world.share_steps
+    k = world.history_k
     route = rng.integers(0, len(routes), n)
     t0 = np.empty(n)
-    up_h = np.empty((n, k))
-    down_h = np.empty((n, k))
     rtt = np.empty(n)
     for j, r in enumerate(routes):
         sel = np.flatnonzero(route == j)
         if not sel.size:
             continue
-        lo = float(k)
-        if r.period_s <= lo + 1.0:
+        if r.period_s <= k + 1.0:
             raise QsplitInputError(f"route {r.name!r}: {r.period_s:g} s is shorter than the "
                                    f"{k} s history plus 1 s")
-        t0[sel] = rng.uniform(lo, r.period_s, sel.size)
+        t0[sel] = rng.uniform(float(k), r.period_s, sel.size)
+        rtt[sel] = get_link(r.link).sample(rng, int(sel.size)).rtt_s
+    return assemble(base, routes, route, t0, rtt, world, rng, profile)
+
+
+def place_at(request: Request, route: LinkPair, t0_s: np.ndarray, world: World,
+             rng: np.random.Generator, profile: ModelProfile) -> Situations:
+    """One request (its device at full share, its RTT) placed at each of ``t0_s`` on a route:
+    the same request met by the trace's moments (plots over time)."""
+    t0 = np.asarray(t0_s, dtype=np.float64)
+    return assemble([request] * t0.size, (route,), np.zeros(t0.size, np.int64), t0,
+                    np.full(t0.size, request.rtt_s), world, rng, profile)
+
+
+def assemble(base: list[Request], routes: tuple[LinkPair, ...], route: np.ndarray,
+             t0: np.ndarray, rtt: np.ndarray, world: World, rng: np.random.Generator,
+             profile: ModelProfile) -> Situations:
+    """Situations from requests at full share and their placements: the histories, then
+    (drawn in this order) the share paths and the deadline slack."""
+    n, k, m = len(base), world.history_k, world.share_steps
+    up_h = np.empty((n, k))
+    down_h = np.empty((n, k))
+    for j, r in enumerate(routes):
+        sel = np.flatnonzero(route == j)
         up_h[sel] = r.up.throughput_bps(t0[sel], k)
         down_h[sel] = r.down.throughput_bps(t0[sel], k)
-        rtt[sel] = get_link(r.link).sample(rng, int(sel.size)).rtt_s
     shares = world.share.paths(rng, n, m + 1)
     slack = np.exp(rng.uniform(*np.log(world.deadline_slack), n))
     up_est, down_est = estimate_bps(up_h), estimate_bps(down_h)
