@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.history import HistorySpec, parse_history
 from runtime.signing import SIG_FILE, check_signature
 from runtime.support import parse_support
 from runtime.weights import WeightsError, check_shape, read_arrays, read_headers
@@ -49,11 +50,8 @@ BUNDLE_FORMAT = "qsplit-policy-bundle/1"
 
 
 def _installed_version() -> str:
-    """The installed package's version (pyproject.toml's, through its metadata).
-
-    Bundles record it and are checked against it, so a tree that is not installed has no
-    version to speak: it is refused with the command that installs it.
-    """
+    """The installed package's version (pyproject.toml's, through its metadata): bundles
+    record it and are checked against it, so an uninstalled tree is refused with the fix."""
     try:
         return metadata.version("qsplit")
     except metadata.PackageNotFoundError:
@@ -65,7 +63,7 @@ def _installed_version() -> str:
 #: this one's.
 QSPLIT_VERSION = _installed_version()
 #: Env ids (with their versions) whose policies this runtime reproduces.
-SUPPORTED_ENVS: dict[str, int] = {"QuantSplit-v0": 0}
+SUPPORTED_ENVS: dict[str, int] = {"QuantSplit-v0": 0, "QuantSplitTrace-v0": 0}
 CONTRACT_FILE = "contract.json"
 WEIGHTS_FILE = "weights.npz"
 ONNX_FILE = "policy.onnx"
@@ -106,6 +104,7 @@ class Bundle:
     masking: str                   # "none" or "feasible_options" (MaskablePPO's env masks)
     #: (min, max) of each unclipped feature over the training population; None: not recorded
     support: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    history: HistorySpec | None = None   # a trace policy's expected samples (runtime.history)
 
     @property
     def model(self) -> str:
@@ -211,7 +210,7 @@ def make_contract(*, profile: ModelProfile, encoder: ObservationEncoder, codec: 
                   hidden: list[tuple[str, str, str]], action: tuple[str, str],
                   masking: str = "none", env_id: str = "QuantSplit-v0",
                   env_kwargs: dict | None = None, source: dict | None = None,
-                  support: dict | None = None) -> dict:
+                  support: dict | None = None, history: dict | None = None) -> dict:
     """The contract of a bundle whose arrays are named in ``hidden`` and ``action``.
 
     ``hidden`` lists (weight array, bias array, activation) per layer of the policy MLP;
@@ -230,7 +229,8 @@ def make_contract(*, profile: ModelProfile, encoder: ObservationEncoder, codec: 
         "observation": {"encoder": encoder.to_json(), "n_features": encoder.n_features,
                         "names": encoder.names, "dtype": "float32",
                         "normalization": {"kind": "none"},
-                        **({"support": support} if support is not None else {})},
+                        **({"support": support} if support is not None else {}),
+                        **({"history": history} if history is not None else {})},
         "action": {"codec": codec.to_json(), "bits": list(codec.bits),
                    "nvec": codec.nvec.tolist(), "masking": masking,
                    "decode": "argmax of each head's logits (first index on ties), among the "
@@ -340,7 +340,8 @@ def load_bundle(path: str | Path, public_key: str | Path | bool | None = None) -
             raise BundleError(f"{where}: model {c['model']!r} differs from the profile's name "
                               f"{profile.name!r}")
         obs = check_keys(f"{where}: observation", c["observation"], ["encoder", "normalization"],
-                         ["n_features", "names", "dtype", "support"])
+                         ["n_features", "names", "dtype", "support", "history"])
+        hist = parse_history(obs, where)
         encoder = ObservationEncoder.from_json(obs["encoder"])
         support = parse_support(obs, encoder.n_features)
         norm = check_keys(f"{where}: observation.normalization", obs["normalization"], ["kind"])
@@ -365,7 +366,7 @@ def load_bundle(path: str | Path, public_key: str | Path | bool | None = None) -
         try:
             h = read_headers(p / WEIGHTS_FILE)
             names: list[tuple[str, str, str, str]] = []
-            n_in = encoder.n_features
+            n_in = encoder.n_features + (hist.width if hist else 0)
             for i, ld in enumerate(pol["layers"]):
                 lw = f"policy.layers[{i}]"
                 check_keys(lw, ld, ["weight", "bias", "activation"])
@@ -393,4 +394,5 @@ def load_bundle(path: str | Path, public_key: str | Path | bool | None = None) -
         raise BundleError(f"{where}: {exc}" if not str(exc).startswith(where) else str(exc)) \
             from None
     return Bundle(path=p, contract=c, profile=profile, encoder=encoder, codec=codec,
-                  hidden=tuple(hidden), action=action, masking=act["masking"], support=support)
+                  hidden=tuple(hidden), action=action, masking=act["masking"], support=support,
+                  history=hist)

@@ -133,6 +133,9 @@ class Dispatcher:
                 or not 0 <= cut_radius <= bundle.profile.n_units:
             raise QsplitInputError(f"cut_radius: {str(cut_radius)[:40]} is not a whole number of "
                                    f"units in [0, {bundle.profile.n_units}]")
+        if bundle.history is not None:
+            raise QsplitInputError(f"bundle {bundle.path}: a trace policy (it needs the device's "
+                                   "recent samples): use runtime.trace.TraceDispatcher")
         self.bundle = bundle
         self.profile = bundle.profile
         self.encoder = bundle.encoder

@@ -194,16 +194,18 @@ def assemble(base: list[Request], routes: tuple[LinkPair, ...], route: np.ndarra
     up_est, down_est = estimate_bps(up_h), estimate_bps(down_h)
     reqs = tuple(replace(b, up_bps=float(u), down_bps=float(d), rtt_s=float(t))
                  for b, u, d, t in zip(base, up_est, down_est, rtt, strict=True))
-    L = profile.n_units
-    deadline = np.empty(n)
-    for i, r in enumerate(reqs):
-        plan_req = replace(r, dev_flops_per_s=r.dev_flops_per_s * shares[i, m - 1])
-        f = evaluate_arrays(profile, plan_req, np.array([0]), np.full((1, L), 32),
-                            np.array([32]))
-        deadline[i] = slack[i] * float(f.latency_s[0])
+    deadline = np.array([slack[i] * server_only_latency_s(profile, replace(
+        r, dev_flops_per_s=r.dev_flops_per_s * shares[i, m - 1])) for i, r in enumerate(reqs)])
     return Situations(requests=reqs, routes=routes, route=route, t0_s=t0, up_hist_bps=up_h,
                       down_hist_bps=down_h, share_hist=shares[:, :m], share_now=shares[:, m],
                       deadline_s=deadline, deadline_rel=slack, world=world)
+
+
+def server_only_latency_s(profile: ModelProfile, req: Request) -> float:
+    """The latency the device expects of the server-only plan: the deadline's yardstick."""
+    L = profile.n_units
+    f = evaluate_arrays(profile, req, np.array([0]), np.full((1, L), 32), np.array([32]))
+    return float(f.latency_s[0])
 
 
 def planning_request(sit: Situations, i: int, estimator: str = DEFAULT_ESTIMATOR) -> Request:

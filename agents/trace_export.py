@@ -1,0 +1,73 @@
+"""Export a trace policy's run folder as a runtime bundle (:mod:`runtime.trace` decides with it).
+
+    python -m agents.trace_export runs/trace/resnet18 runtime/bundles/trace/resnet18 [--force]
+
+The bundle is the plain one (:mod:`runtime.bundle`) with env ``QuantSplitTrace-v0`` and an
+``observation.history`` entry saying which samples the caller passes (:mod:`runtime.history`).
+The model.zip is read without unpickling (:func:`agents.weights.read_policy`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from system.errors import QsplitInputError
+
+
+def export_trace_run(run: str | Path, out_dir: str | Path, *, force: bool = False) -> Path:
+    """Write the bundle of ``run``'s model.zip (a QuantSplitTrace-v0 PPO policy)."""
+    from agents.export import _versions, actor_arrays
+    from agents.trace_eval import load_trace_model
+    from runtime.bundle import check_out_path, make_contract, write_bundle
+    from runtime.history import history_contract
+    from system.bits import DEFAULT_BITS
+    from system.codec import ActionCodec, ObservationEncoder
+    from system.profiles import load_profile
+    from system.trace_obs import history_names
+    from system.variance import World
+
+    run = Path(run)
+    check_out_path(out_dir, force=force)
+    cfg_path = run / "config.yml"
+    if not cfg_path.is_file():
+        raise QsplitInputError(f"{run}: no config.yml (not a trace run folder)")
+    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    profile = load_profile(cfg["model"])
+    if profile.sha256() != cfg.get("profile_sha256"):
+        raise QsplitInputError(f"{run}: trained on another version of profile {profile.name!r}")
+    world = World()
+    encoder = ObservationEncoder()
+    n_features = encoder.n_features + len(history_names(world.history_k))
+    model = load_trace_model(str(run / "model.zip"), profile, n_features)
+    hidden, action, arrays = actor_arrays(model.policy)
+    contract = make_contract(
+        profile=profile, encoder=encoder, codec=ActionCodec(profile.n_units, DEFAULT_BITS),
+        hidden=hidden, action=action, env_id="QuantSplitTrace-v0",
+        env_kwargs={"miss_penalty": cfg["hyperparams"].get("env_kwargs", {}).get(
+            "miss_penalty", 1.0), "routes": cfg["qsplit"]["train_routes"]},
+        source={"algo": model.algo, "num_timesteps": model.num_timesteps, **_versions()},
+        history=history_contract(world.history_k, world.share_steps))
+    return write_bundle(out_dir, contract, arrays, force=force)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    ap = argparse.ArgumentParser(prog="python -m agents.trace_export", description=__doc__)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--force", action="store_true", help="replace an existing bundle")
+    a = ap.parse_args(argv)
+    try:
+        print(export_trace_run(a.run, a.out, force=a.force))
+    except QsplitInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
