@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.trace_pool import TracePool, realise_plans
+from envs.trace_pool import TracePool, build_trace_pool, realise_plans, solve_pool
 from system.bits import DEFAULT_BITS
 from system.codec import ActionCodec, ObservationEncoder
 from system.cost import unit_tables
@@ -26,6 +26,10 @@ from system.rate_predictor import RatePredictor
 from system.realised import FutureLibrary, saa
 from system.repair import execute_action
 from system.variance import ESTIMATORS, Situations, planning_request
+
+#: The pool builders, for callers outside envs' arrow (leaderboard).
+__all__ = ["build_trace_pool", "compare", "decider_plans", "load_trace_model", "policy_plans",
+           "solve_pool", "summary"]
 
 
 def summary(cost: np.ndarray, clair: np.ndarray, miss: np.ndarray) -> dict[str, float]:

@@ -3,9 +3,10 @@
 Deciders: ``clairvoyant`` (exact under the realised future), ``ce_optimal`` (the exact
 optimizer at the mean of the last 5 s; ``ce_last``, ``ce_harmonic``, ``ce_ewma`` other
 estimators), ``ce_predicted`` (a learned rate predictor feeding it), ``saa_optimal`` (exact
-over 16 futures of the training routes with the nearest histories) and ``learned`` (the
-committed trace policy, when the model has one). Output folder: ``summary.json``,
-``summary.md``, ``records.csv`` (realised cost and miss per request and decider) and
+over 16 futures of the training routes with the nearest histories), ``learned`` (the
+committed trace policy: imitation of the clairvoyant, then PPO on the realised reward) and
+``learned_imitation`` (the same after imitation only), when the model has them. Output
+folder: ``summary.json``, ``summary.md``, ``records.csv`` (realised cost and miss per request and decider) and
 ``trace_cost_over_time.png``, written as a whole.
 """
 
@@ -75,9 +76,8 @@ def load_trace_suite(spec: str | Path) -> TraceSuite:
 def evaluate_model(suite: TraceSuite, model: str, routes: list[Any], n: int,
                    log: Any = print) -> tuple[dict[str, Any], dict[str, np.ndarray], Any]:
     """One model's deciders on the suite's requests: (figures, realised costs, pool)."""
-    from agents.trace_eval import compare, decider_plans, load_trace_model
+    from agents.trace_eval import build_trace_pool, compare, decider_plans, load_trace_model
     from agents.trace_train import REPO, load_trace_config
-    from envs.trace_pool import build_trace_pool
     from system.linktrace import load_routes
     from system.profiles import load_profile
     from system.scenario import load_scenario
@@ -87,11 +87,12 @@ def evaluate_model(suite: TraceSuite, model: str, routes: list[Any], n: int,
     train_routes = load_routes(opts.train_routes, REPO)
     pool = build_trace_pool(profile, load_scenario(opts.scenario), routes, n, suite.seed)
     models = {}
-    zpath = suite.policies / model / "model.zip"
-    if zpath.is_file():
-        models["learned"] = load_trace_model(str(zpath), profile, pool.obs.shape[1])
-    else:
-        log(f"[{model}] no trace policy at {zpath}: the learned decider is skipped")
+    for name, file in (("learned", "model.zip"), ("learned_imitation", "bc_model.zip")):
+        zpath = suite.policies / model / file
+        if zpath.is_file():
+            models[name] = load_trace_model(str(zpath), profile, pool.obs.shape[1])
+        else:
+            log(f"[{model}] no trace policy at {zpath}: {name} is skipped")
     plans = decider_plans(profile, pool, train_routes, models, suite.saa_futures, log)
     figs, costs = compare(profile, pool, plans)
     if "learned" in figs:

@@ -16,9 +16,8 @@ def cost_over_time_png(model: str, suite: Any, route: Any, pool: Any) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from agents.trace_eval import compare, decider_plans, load_trace_model
+    from agents.trace_eval import compare, decider_plans, load_trace_model, solve_pool
     from agents.trace_train import REPO, load_trace_config
-    from envs.trace_pool import solve_pool
     from system.linktrace import load_routes
     from system.profiles import load_profile
     from system.variance import place_at

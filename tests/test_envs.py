@@ -22,7 +22,8 @@ from system.optimal import solve
 from system.profiles import builtin_profile_names, load_profile, random_profile
 from system.scenario import load_scenario
 
-QS_IDS = sorted(i for i in gym.registry if i.startswith("QuantSplit"))
+# QuantSplitTrace-v0 takes a pool and no mode: tests/test_trace_policy.py checks it
+QS_IDS = sorted(i for i in gym.registry if i.startswith("QuantSplit") and i != envs.TRACE_ENV_ID)
 
 
 @pytest.fixture(scope="module")
