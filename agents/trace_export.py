@@ -27,7 +27,7 @@ def export_trace_run(run: str | Path, out_dir: str | Path, *, force: bool = Fals
     from system.bits import DEFAULT_BITS
     from system.codec import ActionCodec, ObservationEncoder
     from system.profiles import load_profile
-    from system.trace_obs import history_names
+    from system.trace_obs import ce_plan_width, history_names
     from system.variance import World
 
     run = Path(run)
@@ -41,7 +41,9 @@ def export_trace_run(run: str | Path, out_dir: str | Path, *, force: bool = Fals
         raise QsplitInputError(f"{run}: trained on another version of profile {profile.name!r}")
     world = World()
     encoder = ObservationEncoder()
-    n_features = encoder.n_features + len(history_names(world.history_k))
+    ce_input = bool(cfg["qsplit"].get("ce_input", False))
+    n_features = encoder.n_features + len(history_names(world.history_k)) + \
+        (ce_plan_width(profile.n_units, len(DEFAULT_BITS)) if ce_input else 0)
     model = load_trace_model(str(run / "model.zip"), profile, n_features)
     hidden, action, arrays = actor_arrays(model.policy)
     contract = make_contract(
@@ -50,7 +52,7 @@ def export_trace_run(run: str | Path, out_dir: str | Path, *, force: bool = Fals
         env_kwargs={"miss_penalty": cfg["hyperparams"].get("env_kwargs", {}).get(
             "miss_penalty", 1.0), "routes": cfg["qsplit"]["train_routes"]},
         source={"algo": model.algo, "num_timesteps": model.num_timesteps, **_versions()},
-        history=history_contract(world.history_k, world.share_steps))
+        history=history_contract(world.history_k, world.share_steps, ce_input))
     return write_bundle(out_dir, contract, arrays, force=force)
 
 

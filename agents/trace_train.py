@@ -47,6 +47,7 @@ class TraceOptions:
     bc_epochs: int = 40
     bc_batch_size: int = 256
     bc_lr: float = 1e-3
+    ce_input: bool = False         # the observation ends with the CE optimizer's plan
 
 
 def load_trace_config(path: str | Path) -> tuple[dict[str, Any], TraceOptions]:
@@ -74,7 +75,7 @@ def pools(profile: Any, opts: TraceOptions, seed: int, cache: Path | None,
     n = {"train": opts.train_pool, "eval": opts.eval_pool, "test": opts.eval_pool}[which]
     s = {"train": seed, "eval": opts.eval_seed, "test": opts.eval_seed + 1}[which]
     return build_trace_pool(profile, load_scenario(opts.scenario), routes, n, s,
-                            cache_dir=cache)
+                            cache_dir=cache, ce_input=opts.ce_input)
 
 
 def _held_out(model: Any, profile: Any, pool: Any) -> dict[str, float]:

@@ -25,7 +25,7 @@ from system.plan import Plan, plans_to_arrays
 from system.profiles import ModelProfile
 from system.realised import clairvoyant
 from system.scenario import Scenario
-from system.trace_obs import trace_observation
+from system.trace_obs import ce_plan_features, trace_observation
 from system.variance import Situations, World, place, planning_request, realise
 
 
@@ -45,11 +45,17 @@ class TracePool:
         return len(self.sit)
 
 
-def observe(sit: Situations, encoder: ObservationEncoder) -> np.ndarray:
-    """The trace observation of every request of ``sit``."""
+def observe(sit: Situations, encoder: ObservationEncoder,
+            ce_actions: np.ndarray | None = None, n_units: int = 0) -> np.ndarray:
+    """The trace observation of every request of ``sit``, with the CE optimizer's plans
+    (``ce_actions``, (N, L+2)) appended when given."""
     planning = [planning_request(sit, i) for i in range(len(sit))]
-    return trace_observation(encoder, planning, sit.up_hist_bps, sit.down_hist_bps,
-                             sit.share_hist, sit.deadline_rel)
+    obs = trace_observation(encoder, planning, sit.up_hist_bps, sit.down_hist_bps,
+                            sit.share_hist, sit.deadline_rel)
+    if ce_actions is None:
+        return obs
+    return np.concatenate([obs, ce_plan_features(ce_actions, n_units, len(DEFAULT_BITS))],
+                          axis=1).astype(np.float32)
 
 
 def realise_plans(profile: ModelProfile, sit: Situations, plans: list[Plan]
@@ -63,30 +69,32 @@ def realise_plans(profile: ModelProfile, sit: Situations, plans: list[Plan]
 
 
 def _key(profile: ModelProfile, scenario: Scenario, routes: tuple[LinkPair, ...], n: int,
-         seed: int, world: World, encoder: ObservationEncoder) -> str:
+         seed: int, world: World, encoder: ObservationEncoder, ce_input: bool) -> str:
     ident = [profile.sha256(), scenario.to_dict(), [r.name for r in routes],
              [float(r.up.cum_bits[-1]) for r in routes], int(n), int(seed), repr(world),
-             encoder.to_json(), "trace-pool/1"]
+             encoder.to_json(), "trace-pool/1", *(["ce_input"] if ce_input else [])]
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def build_trace_pool(profile: ModelProfile, scenario: Scenario,
                      routes: list[LinkPair] | tuple[LinkPair, ...], n: int, seed: int,
                      world: World | None = None, encoder: ObservationEncoder | None = None,
-                     cache_dir: str | Path | None = None) -> TracePool:
-    """Place n requests with ``np.random.default_rng(seed)`` and solve each (see module doc)."""
+                     cache_dir: str | Path | None = None, ce_input: bool = False) -> TracePool:
+    """Place n requests with ``np.random.default_rng(seed)`` and solve each (see module doc);
+    ``ce_input``: the observation ends with the CE optimizer's plan."""
     encoder = encoder or ObservationEncoder()
     world = world or World()
     routes = tuple(routes)
     sit = place(scenario, routes, world, np.random.default_rng(seed), n, profile)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"trace-pool-{_key(profile, scenario, routes, n, seed, world, encoder)}.npz"
+        key = _key(profile, scenario, routes, n, seed, world, encoder, ce_input)
+        path = Path(cache_dir) / f"trace-pool-{key}.npz"
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
                 return TracePool(sit, z["obs"], z["clair_cost"], z["clair_action"],
                                  z["clair_miss"], z["ce_cost"], z["ce_miss"])
-    pool = solve_pool(profile, sit, encoder)
+    pool = solve_pool(profile, sit, encoder, ce_input)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, npz_bytes({
@@ -96,7 +104,7 @@ def build_trace_pool(profile: ModelProfile, scenario: Scenario,
 
 
 def solve_pool(profile: ModelProfile, sit: Situations,
-               encoder: ObservationEncoder | None = None) -> TracePool:
+               encoder: ObservationEncoder | None = None, ce_input: bool = False) -> TracePool:
     """The pool of placed requests ``sit``: observations, clairvoyant and CE results."""
     encoder = encoder or ObservationEncoder()
     n = len(sit)
@@ -105,5 +113,6 @@ def solve_pool(profile: ModelProfile, sit: Situations,
     ce = [solve(profile, planning_request(sit, i)).plan for i in range(n)]
     cc, _, cm = realise_plans(profile, sit, clair)
     ec, _, em = realise_plans(profile, sit, ce)
-    return TracePool(sit, observe(sit, encoder), cc, np.stack([codec.encode(p) for p in clair]),
-                     cm, ec, em)
+    ce_act = np.stack([codec.encode(p) for p in ce]) if ce_input else None
+    return TracePool(sit, observe(sit, encoder, ce_act, profile.n_units), cc,
+                     np.stack([codec.encode(p) for p in clair]), cm, ec, em)

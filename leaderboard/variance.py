@@ -85,7 +85,9 @@ def evaluate_model(suite: TraceSuite, model: str, routes: list[Any], n: int,
     profile = load_profile(model)
     _, opts = load_trace_config(suite.train_config)
     train_routes = load_routes(opts.train_routes, REPO)
-    pool = build_trace_pool(profile, load_scenario(opts.scenario), routes, n, suite.seed)
+    ce_input = policy_ce_input(suite.policies / model)
+    pool = build_trace_pool(profile, load_scenario(opts.scenario), routes, n, suite.seed,
+                            ce_input=ce_input)
     models = {}
     for name, file in (("learned", "model.zip"), ("learned_imitation", "bc_model.zip")):
         zpath = suite.policies / model / file
@@ -101,6 +103,16 @@ def evaluate_model(suite: TraceSuite, model: str, routes: list[Any], n: int,
         figs["learned_over_saa"] = figs["learned"]["regret_mean"] / \
             figs["saa_optimal"]["regret_mean"]
     return figs, costs, pool
+
+
+def policy_ce_input(folder: Path) -> bool:
+    """Whether a committed trace policy takes the CE optimizer's plan as input (its
+    config.yml's ``qsplit.ce_input``; False when there is none)."""
+    cfg = folder / "config.yml"
+    if not cfg.is_file():
+        return False
+    d = parse_yaml(read_text(cfg, "policy config"), str(cfg))
+    return bool(isinstance(d, dict) and (d.get("qsplit") or {}).get("ce_input", False))
 
 
 def markdown(figs: dict[str, dict[str, Any]]) -> str:

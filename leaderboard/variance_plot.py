@@ -28,7 +28,9 @@ def cost_over_time_png(model: str, suite: Any, route: Any, pool: Any) -> bytes:
     k = sit0.world.history_k
     times = np.arange(float(k), route.period_s - 1.0, 1.0)
     sit = place_at(sit0.requests[j], route, times, sit0.world, np.random.default_rng(0), profile)
-    tp = solve_pool(profile, sit)
+    from leaderboard.variance import policy_ce_input
+
+    tp = solve_pool(profile, sit, ce_input=policy_ce_input(suite.policies / model))
     _, opts = load_trace_config(suite.train_config)
     zpath = suite.policies / model / "model.zip"
     models = {"learned": load_trace_model(str(zpath), profile, tp.obs.shape[1])} \

@@ -366,7 +366,7 @@ def load_bundle(path: str | Path, public_key: str | Path | bool | None = None) -
         try:
             h = read_headers(p / WEIGHTS_FILE)
             names: list[tuple[str, str, str, str]] = []
-            n_in = encoder.n_features + (hist.width if hist else 0)
+            n_in = encoder.n_features + (hist.width(profile.n_units, codec.n_bits) if hist else 0)
             for i, ld in enumerate(pol["layers"]):
                 lw = f"policy.layers[{i}]"
                 check_keys(lw, ld, ["weight", "bias", "activation"])

@@ -92,7 +92,8 @@ class PolicyNet:
         self.n_units = bundle.codec.n_units
         self.n_bits = bundle.codec.n_bits
         self.k32 = bundle.codec.bits.index(32)
-        n_in = bundle.encoder.n_features + (bundle.history.width if bundle.history else 0)
+        n_in = bundle.encoder.n_features + (bundle.history.width(
+            bundle.codec.n_units, bundle.codec.n_bits) if bundle.history else 0)
         self._pack = struct.Struct(f"<{n_in + 1}f").pack
         # x gets a trailing 1.0 and each hidden layer an extra output row whose
         # pre-activation is 20.0, so act(20.0) is exactly 1.0 for tanh (and relu, identity

@@ -10,7 +10,8 @@ of the samples, as the policy was trained). The bundle's ``observation.history``
 many samples of each kind it expects (:mod:`runtime.history`); a wrong count, a negative or
 non-finite sample, or a share outside (0, 1] is refused in one line naming the argument.
 The policy's plan is repaired to the accuracy budget by the one repair, so no plan returned
-is over it. numpy only.
+is over it. A bundle whose history says ``ce_plan`` also takes the exact optimizer's plan at
+the estimate as input (about a millisecond more per decision). numpy only.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from runtime.bundle import Bundle, BundleError, load_bundle
 from runtime.policy import PolicyNet
 from system.cost import unit_tables
 from system.errors import QsplitInputError, check_finite
+from system.optimal import solve
 from system.plan import Plan
 from system.repair import execute_action
 from system.request import Request
-from system.trace_obs import trace_observation
+from system.trace_obs import ce_plan_features, trace_observation
 from system.variance import estimate_bps, server_only_latency_s
 
 
@@ -84,6 +86,11 @@ class TraceDispatcher:
         rel = dl / server_only_latency_s(self.profile, req)
         obs = trace_observation(self.bundle.encoder, [req], up[None], down[None], share[None],
                                 np.array([rel]))
+        if self.history.ce_plan:
+            codec = self.bundle.codec
+            ce = codec.encode(solve(self.profile, req, codec.bits).plan)
+            obs = np.concatenate([obs, ce_plan_features(ce[None], codec.n_units, codec.n_bits)],
+                                 axis=1).astype(np.float32)
         p, w, a = self.net.decode(self.net.forward_batch(obs)[0])
         action = np.array([p, a, *w, *([0] * (self.profile.n_units - len(w)))])
         return execute_action(unit_tables(self.profile, req, self.bundle.codec.bits),

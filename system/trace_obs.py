@@ -60,3 +60,24 @@ def trace_observation(encoder: ObservationEncoder, planning: list[Request],
     hist = history_features(up_hist_bps, down_hist_bps, share_hist, deadline_rel)
     return np.clip(np.concatenate([base, hist], axis=1), -encoder.clip,
                    encoder.clip).astype(np.float32)
+
+
+def ce_plan_width(n_units: int, n_bits: int) -> int:
+    """Features :func:`ce_plan_features` adds."""
+    return (n_units + 1) + n_bits + n_units
+
+
+def ce_plan_features(actions: np.ndarray, n_units: int, n_bits: int) -> np.ndarray:
+    """The certainty-equivalent optimizer's plans as policy input, (N, ce_plan_width):
+    one-hot cut, one-hot activation-bits index, then per unit (index + 1) / K on the device
+    and 0 past the cut. With it the policy learns where to deviate from the optimizer's
+    plan at the estimate instead of rebuilding that plan from the request."""
+    a = np.asarray(actions, dtype=np.int64).reshape(-1, n_units + 2)
+    n = len(a)
+    cut = np.zeros((n, n_units + 1))
+    cut[np.arange(n), a[:, 0]] = 1.0
+    act = np.zeros((n, n_bits))
+    act[np.arange(n), a[:, 1]] = 1.0
+    on = np.arange(n_units)[None, :] < a[:, :1]
+    w = np.where(on, (a[:, 2:] + 1.0) / n_bits, 0.0)
+    return np.concatenate([cut, act, w], axis=1)

@@ -99,7 +99,9 @@ def test_no_decider_beats_the_clairvoyant(pool, routes_dir: Path) -> None:  # ty
     assert np.allclose(costs["ce_optimal"], pool.ce_cost)
 
 
-def test_train_export_and_the_runtime_decide_alike(tmp_path: Path, routes_dir: Path) -> None:
+@pytest.mark.parametrize("ce_input", [False, True])
+def test_train_export_and_the_runtime_decide_alike(tmp_path: Path, routes_dir: Path,
+                                                   ce_input: bool) -> None:
     from agents.trace_eval import load_trace_model, policy_plans
     from agents.trace_export import export_trace_run
     from agents.trace_train import train
@@ -124,6 +126,7 @@ qsplit:
     train_pool: 96
     eval_pool: 32
     bc_epochs: 2
+    ce_input: {str(ce_input).lower()}
 """)
     run = train("digits_cnn", tmp_path / "run", conf, seed=3, verbose=False)
     ev = json.loads((run / "evaluations.json").read_text())
@@ -136,7 +139,8 @@ qsplit:
         Dispatcher(d.bundle)
     prof = load_profile("digits_cnn")
     test = build_trace_pool(prof, load_scenario("default"), load_link_pairs(routes_dir)[2:],
-                            40, 9)
+                            40, 9, ce_input=ce_input)
+    assert d.bundle.history is not None and d.bundle.history.ce_plan == ce_input
     model = load_trace_model(str(run / "model.zip"), prof, test.obs.shape[1])
     ref = policy_plans(model, prof, test.sit, test.obs)
     sit = test.sit
