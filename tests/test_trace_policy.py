@@ -192,3 +192,17 @@ saa_futures: 4
     assert figs["digits_cnn"]["clairvoyant"]["regret_mean"] == 0.0
     assert {"ce_optimal", "saa_optimal", "ce_predicted"} <= set(figs["digits_cnn"])
     assert (out / "records.csv").read_text().count("\n") == 1 + 12 * len(figs["digits_cnn"])
+
+
+def test_evaluate_refuses_a_missing_trace_folder_in_one_line(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    import evaluate
+    from leaderboard.variance import load_trace_suite
+
+    s = load_trace_suite("trace_variance")
+    assert s.models == ("resnet18", "digits_cnn") and s.n_requests >= 1000
+    code = evaluate.main(["--suite", "trace_variance", "--traces", str(tmp_path / "nope"),
+                          "--out", str(tmp_path / "out"), "--no-plots"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "nope" in err[0]
+    assert not (tmp_path / "out").exists()
