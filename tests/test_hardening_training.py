@@ -375,8 +375,17 @@ def test_c07_the_table_covers_every_qsplit_option() -> None:
 def test_c07_shipped_configs_pass_the_checks() -> None:
     from agents.train_lib import load_config, prepare_hyperparams
 
+    from agents.trace_train import ENV_ID as TRACE_ENV, load_trace_config
+
     for conf in sorted((ROOT / "configs").glob("ppo*.yml")):
-        hyper, _ = load_config(conf, "QuantSplit-v0")
+        if TRACE_ENV in conf.read_text(encoding="utf-8"):
+            hyper, opts = load_trace_config(conf)
+            # held-out routes are never trained on
+            assert opts.train_routes and opts.test_routes
+            assert not {r.split(":")[-1] for r in opts.train_routes} & \
+                {r.split(":")[-1] for r in opts.test_routes}
+        else:
+            hyper, _ = load_config(conf, "QuantSplit-v0")
         kwargs, meta = prepare_hyperparams(hyper, where=conf.name)
         assert meta["n_envs"] >= 1 and kwargs["policy"] == "MlpPolicy"
 
