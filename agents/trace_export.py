@@ -1,6 +1,7 @@
 """Export a trace policy's run folder as a runtime bundle (:mod:`runtime.trace` decides with it).
 
-    python -m agents.trace_export runs/trace/resnet18 runtime/bundles/trace/resnet18 [--force]
+    python -m agents.trace_export runs/trace/resnet18 /tmp/b/resnet18 \
+        --policy-dir agents/data/trace_policies/resnet18
 
 The bundle is the plain one (:mod:`runtime.bundle`) with env ``QuantSplitTrace-v0`` and an
 ``observation.history`` entry saying which samples the caller passes (:mod:`runtime.history`).
@@ -56,15 +57,43 @@ def export_trace_run(run: str | Path, out_dir: str | Path, *, force: bool = Fals
     return write_bundle(out_dir, contract, arrays, force=force)
 
 
+def publish_trace_run(run: str | Path, dest: str | Path) -> Path:
+    """Copy a trace run's policies (optimizer statistics dropped: they matter only to go on
+    training) and its records into ``dest``. The run is trusted: SB3's full loader reads it."""
+    import shutil
+
+    from stable_baselines3 import PPO
+
+    from agents.callbacks import save_model_atomic
+    from agents.weights import load_trusted_model
+
+    run, out = Path(run), Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.zip", "bc_model.zip"):
+        algo = load_trusted_model(run / name, PPO)
+        pol = algo.policy
+        pol.optimizer = pol.optimizer_class(pol.parameters(), lr=algo.lr_schedule(1.0),
+                                            **pol.optimizer_kwargs)
+        save_model_atomic(algo, out / name)
+    for name in ("config.yml", "command.txt", "evaluations.json", "bc.json"):
+        shutil.copyfile(run / name, out / f".{name}.tmp")
+        (out / f".{name}.tmp").replace(out / name)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     ap = argparse.ArgumentParser(prog="python -m agents.trace_export", description=__doc__)
     ap.add_argument("run", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--force", action="store_true", help="replace an existing bundle")
+    ap.add_argument("--policy-dir", type=Path, help="also copy the run's policies there "
+                    "(agents/data/trace_policies/<model>)")
     a = ap.parse_args(argv)
     try:
         print(export_trace_run(a.run, a.out, force=a.force))
+        if a.policy_dir:
+            print(publish_trace_run(a.run, a.policy_dir))
     except QsplitInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
