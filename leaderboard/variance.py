@@ -98,11 +98,22 @@ def evaluate_model(suite: TraceSuite, model: str, routes: list[Any], n: int,
     plans = decider_plans(profile, pool, train_routes, models, suite.saa_futures, log)
     figs, costs = compare(profile, pool, plans)
     if "learned" in figs:
-        figs["learned_over_ce"] = figs["learned"]["regret_mean"] / \
-            figs["ce_optimal"]["regret_mean"]
-        figs["learned_over_saa"] = figs["learned"]["regret_mean"] / \
-            figs["saa_optimal"]["regret_mean"]
+        for ref, key in (("ce_optimal", "learned_over_ce"), ("saa_optimal", "learned_over_saa")):
+            figs[key] = figs["learned"]["regret_mean"] / figs[ref]["regret_mean"]
+            figs[f"{key}_ci90"] = ratio_ci90(costs["learned"], costs[ref], pool.clair_cost)
     return figs, costs, pool
+
+
+def ratio_ci90(a: np.ndarray, b: np.ndarray, clair: np.ndarray, n_boot: int = 2000,
+               seed: int = 0) -> list[float]:
+    """90% bootstrap interval (requests resampled in pairs) of mean regret a over mean regret
+    b: how far the ratio moves with which requests were drawn (a few outages weigh much)."""
+    ra, rb = a / clair - 1.0, b / clair - 1.0
+    idx = np.random.default_rng(seed).integers(0, len(ra), (n_boot, len(ra)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = ra[idx].mean(axis=1) / rb[idx].mean(axis=1)
+    lo, hi = np.quantile(ratio, [0.05, 0.95])
+    return [float(lo), float(hi)]
 
 
 def policy_ce_input(folder: Path) -> bool:
@@ -127,7 +138,8 @@ def markdown(figs: dict[str, dict[str, Any]]) -> str:
                              f"{s['regret_total']:.2%} | {s['miss_rate']:.2%} |")
         for k in ("learned_over_ce", "learned_over_saa"):
             if k in f:
-                lines.append(f"\n{k}: {f[k]:.3f}")
+                lo, hi = f[f"{k}_ci90"]
+                lines.append(f"\n{k}: {f[k]:.3f} (90% bootstrap interval {lo:.2f}-{hi:.2f})")
         lines.append("")
     return "\n".join(lines)
 

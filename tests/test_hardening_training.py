@@ -373,9 +373,9 @@ def test_c07_the_table_covers_every_qsplit_option() -> None:
 
 
 def test_c07_shipped_configs_pass_the_checks() -> None:
+    from agents.trace_train import ENV_ID as TRACE_ENV
+    from agents.trace_train import load_trace_config
     from agents.train_lib import load_config, prepare_hyperparams
-
-    from agents.trace_train import ENV_ID as TRACE_ENV, load_trace_config
 
     for conf in sorted((ROOT / "configs").glob("ppo*.yml")):
         if TRACE_ENV in conf.read_text(encoding="utf-8"):
