@@ -304,6 +304,8 @@ class TraceChannel(_UplinkRtt):
                     name: str | None = None, on_zero: ZeroPolicy = "drop") -> TraceChannel:
         """Read a trace folder and replay it; ``link`` None infers it (:func:`infer_link`)."""
         traces = load_trace_folder(path, on_zero=on_zero)
+        # a Mahimahi folder holds uplinks too: the replay draws downlink rates only
+        traces = [t for t in traces if t.direction != "uplink"] or traces
         return cls.from_traces(traces, link=link or infer_link(path, traces),
                                name=name or Path(path).name)
 

@@ -196,3 +196,12 @@ def test_real_mahimahi_pairs_load_and_match_their_source_means() -> None:
                        ("TMobile-UMTS-driving", 0.94), ("Verizon-LTE-short", 5.90)):
         assert pairs[name].up.mean_bps / 1e6 == pytest.approx(mean, rel=0.02)
     assert pairs["TMobile-UMTS-driving"].link == "3g"
+
+
+def test_rate_replay_of_a_mahimahi_folder_draws_downlinks_only(tmp_path: Path) -> None:
+    from system.channel import TraceChannel
+
+    _mm(tmp_path, "z.up", [1, 2, 3])
+    _mm(tmp_path, "z.down", [1, 1, 1, 2, 3])
+    ch = TraceChannel.from_folder(tmp_path, link="lte")
+    assert [t.direction for t in ch.traces] == ["downlink"]
