@@ -140,16 +140,23 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
     kinds, inverse = unique_rows(arr["dev_kappa"])
     kap = np.asarray([kernel_kappa(np.asarray(d.bits), k) for k in kinds]).reshape(
         len(kinds), d.K)[inverse]
-    for g, (dev, srv) in enumerate(labels):      # the tables and prices depend on the labels
-        r = rep[group[rep] == g]
-        if not r.size:
-            continue
-        c_w, fixed = unit_tables_batch(d.profile, {k: v[r] for k, v in arr.items()}, d.bits,
-                                       device=dev, server=srv, kap=kap[r])
-        rc, rw, ra, _ = repair_batch(c_w, fixed, d._weight_drops, d._act_drops, arr["eps_pp"][r],
-                                     cuts[r], w_idx[r], act_idx[r], d.bits, d.profile.compounding)
-        cuts[r], w_idx[r], act_idx[r] = rc, rw, ra
-        paths[r] = d.path_code("repaired")
+    if rep.size:
+        # the tables depend on the labels (one call per group); the repair is per row, so
+        # one call repairs every group's rows (fewer numpy calls, one scalar tail)
+        c_w = np.empty((rep.size, L, d.K))
+        fixed = np.empty((rep.size, L + 1, d.K))
+        for g, (dev, srv) in enumerate(labels):
+            j = np.flatnonzero(group[rep] == g)
+            if j.size:
+                r = rep[j]
+                c_w[j], fixed[j] = unit_tables_batch(
+                    d.profile, {k: v[r] for k, v in arr.items()}, d.bits, device=dev,
+                    server=srv, kap=kap[r])
+        rc, rw, ra, _ = repair_batch(c_w, fixed, d._weight_drops, d._act_drops,
+                                     arr["eps_pp"][rep], cuts[rep], w_idx[rep], act_idx[rep],
+                                     d.bits, d.profile.compounding)
+        cuts[rep], w_idx[rep], act_idx[rep] = rc, rw, ra
+        paths[rep] = d.path_code("repaired")
     if d.trivial is not None:
         redo_parts = []
         for g, (dev, srv) in enumerate(labels):
