@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from system.accuracy import drop_limit_pp
+from system.accuracy import act_drop_pp, drop_limit_pp, weight_drop_pp
 from system.bits import DEFAULT_BITS, kernel_kappa
 from system.cost import bits_at_cut, drop_tables, server_suffix_s, unit_time
 from system.linktrace import LinkPair
@@ -128,6 +128,9 @@ def solve_future(profile: ModelProfile, req: Request, fut: Future,
         wb[j, :p.cut] = p.weight_bits
     ab = np.array([p.act_bits for p in cands])
     inc = price(profile, req, fut, cc, wb, ab, bits)
+    # an incumbent over the budget would prune what beats it: only feasible ones bound
+    feasible = weight_drop_pp(profile, cc, wb) + act_drop_pp(profile, cc, ab) <= lim
+    inc = np.where(feasible, inc, np.inf)
     incumbent = float(np.min(inc))
 
     B = np.zeros(1)

@@ -205,3 +205,19 @@ def test_rate_replay_of_a_mahimahi_folder_draws_downlinks_only(tmp_path: Path) -
     _mm(tmp_path, "z.down", [1, 1, 1, 2, 3])
     ch = TraceChannel.from_folder(tmp_path, link="lte")
     assert [t.direction for t in ch.traces] == ["downlink"]
+
+
+def test_an_infeasible_incumbent_does_not_prune_the_optimum() -> None:
+    from dataclasses import replace as dc_replace
+
+    from system.plan import Plan
+
+    rng = np.random.default_rng(11)
+    prof = random_profile(3, rng)
+    sit = place(load_scenario("default"), [_route(rng, "r")], World(), rng, 4, prof)
+    for i in range(4):
+        req = dc_replace(sit.requests[i], eps_pp=0.01)
+        fut = clairvoyant_future(prof, sit, i)
+        cheap = Plan(prof.n_units, (2,) * prof.n_units, 32)     # cheap and far over budget
+        got = solve_future(prof, req, fut, incumbents=(cheap,))
+        assert got.cost == pytest.approx(_brute(prof, req, fut), rel=1e-9)
