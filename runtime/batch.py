@@ -46,22 +46,20 @@ def _plain(d: Dispatcher, label: str) -> bool:
 
 def _label_groups(d: Dispatcher, sources: Sequence[Source] | None, n: int
                   ) -> tuple[list[tuple[str, str]], np.ndarray]:
-    """The distinct (device, server) labels as costs see them (("", "") where both processors
-    follow the plain model, and for flat rows) and each row's index among them."""
+    """The distinct (device, server) labels as costs see them (a processor on the plain model
+    named "", as in flat rows) and each row's index among them."""
     if sources is None:
         return [("", "")], np.zeros(n, dtype=np.int64)
-    seen: dict[tuple[str, str], int] = {("", ""): 0}
-    keys: dict[tuple[str, str], int] = {("", ""): 0}
-    out = []
-    for s in sources:
-        key = (s.device, s.server) if isinstance(s, Request) else ("", "")
-        g = keys.get(key)
-        if g is None:
-            plain = _plain(d, key[0]) and _plain(d, key[1])
-            canon = ("", "") if plain else key
-            g = keys[key] = seen.setdefault(canon, len(seen))
-        out.append(g)
-    return list(seen), np.asarray(out, dtype=np.int64)
+    blank = ("", "")
+    keys = [(s.device, s.server) if isinstance(s, Request) else blank for s in sources]
+    seen: dict[tuple[str, str], int] = {blank: 0}
+    group_of: dict[tuple[str, str], int] = {}
+    for key in dict.fromkeys(keys):              # the distinct labels, in first-seen order
+        # a processor on the plain model costs as no name does: each side is named only
+        # where its times differ (a plain device beside an overhead server joins one group)
+        canon = ("" if _plain(d, key[0]) else key[0], "" if _plain(d, key[1]) else key[1])
+        group_of[key] = seen.setdefault(canon, len(seen))
+    return list(seen), np.fromiter(map(group_of.__getitem__, keys), np.int64, len(keys))
 
 
 def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

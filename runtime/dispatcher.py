@@ -330,15 +330,20 @@ class Dispatcher:
                 out[i] = BatchItemError(i, str(exc))
         if sources:
             cuts, w_idx, act_idx, _ = rb.decide_matrix(self, _matrix(sources), sources)
-            rows = np.concatenate([cuts[:, None], act_idx[:, None], w_idx], axis=1).tolist()
+            # a batch holds few distinct plans: build (or look up) each once
+            distinct, inverse = rb.unique_rows(
+                np.concatenate([cuts[:, None], act_idx[:, None], w_idx], axis=1))
             known = self._row_plans
             if len(known) >= PLAN_CACHE_MAX:
                 known.clear()
-            for j, row in zip(where, map(tuple, rows), strict=True):
+            plans = []
+            for row in map(tuple, distinct.tolist()):
                 plan = known.get(row)
                 if plan is None:
                     plan = known[row] = self._plan((row[0], list(row[2:2 + row[0]]), row[1]))
-                out[j] = plan
+                plans.append(plan)
+            for j, k in zip(where, inverse.tolist(), strict=True):
+                out[j] = plans[k]
         return out  # type: ignore[return-value]
 
     def decide_requests(self, requests: Sequence[Request]) -> tuple[np.ndarray, np.ndarray,

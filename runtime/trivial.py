@@ -121,13 +121,14 @@ class TrivialPlans:
         return [*q, float(p), float(self.L - p)] if d.overhead_s or s.overhead_s else q
 
     def _canonical(self, device: str, server: str) -> tuple[str, str]:
-        """The labels as costs see them: none where both processors follow the plain model."""
+        """The labels as costs see them: "" for a processor on the plain model."""
         got = self._labels.get((device, server))
         if got is None:
             if len(self._labels) >= _CACHE_MAX:
                 self._labels.clear()
-            plain = mac_proportional(self._profile, device) and mac_proportional(self._profile, server)
-            got = self._labels[(device, server)] = ("", "") if plain else (device, server)
+            got = self._labels[(device, server)] = (
+                "" if mac_proportional(self._profile, device) else device,
+                "" if mac_proportional(self._profile, server) else server)
         return got
 
     def quantity_matrix(self, device: str = "", server: str = "") -> np.ndarray:
