@@ -11,6 +11,7 @@ import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,15 +118,14 @@ def request_from_json_dict(data: object, where: str = "request") -> Request:
     for k in LABELS:
         if k in d and not isinstance(d[k], str):
             raise QsplitInputError(f"{k}: expected a catalog {k} name, got {shown(d[k])}")
-    named = catalog_values(get_device(d["device"]) if "device" in d else None,
-                           get_server(d["server"]) if "server" in d else None)
+    named = _catalog_si(d.get("device"), d.get("server"))
     values: dict[str, object] = {}
     for f in REQUEST_FIELDS:
         if f.json_key in d:
             raw = d[f.json_key]
-        elif f.name in named:      # as the user would have written it, then read the same way
-            raw = kappa_to_dict(named[f.name]) if f.per_width \
-                else f.to_json(named[f.name])  # type: ignore[arg-type]
+        elif f.name in named:
+            values[f.name] = named[f.name]
+            continue
         elif f.catalog:
             raise QsplitInputError(f"{where}: missing {f.json_key!r} ({f.help()}); give it "
                                    f"or name a catalog {f.catalog.split('.')[0]}")
@@ -137,6 +137,18 @@ def request_from_json_dict(data: object, where: str = "request") -> Request:
                                                d.get("dev_speed_factor", 1.0))
     return Request(**values, device=str(d.get("device", "")),  # type: ignore[arg-type]
                    server=str(d.get("server", "")))
+
+
+@lru_cache(maxsize=256)
+def _catalog_si(device: str | None, server: str | None) -> dict[str, object]:
+    """What named catalog entries supply, each value written as a user would write it and
+    read back the same way (so it passes the checks a written value passes); made once per
+    pair of names, as the catalog does not change. Unknown names raise (never cached)."""
+    named = catalog_values(get_device(device) if device is not None else None,
+                           get_server(server) if server is not None else None)
+    return {f.name: parse_kappa(f.json_key, kappa_to_dict(named[f.name])) if f.per_width
+            else _si(f, f.check_json(f.to_json(named[f.name])))  # type: ignore[arg-type]
+            for f in REQUEST_FIELDS if f.name in named}
 
 
 def _finite_range(f: RequestField) -> str:
