@@ -11,12 +11,11 @@ The model.zip is read without unpickling (:func:`agents.weights.read_policy`).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import yaml
 
-from system.errors import QsplitInputError
+from system.errors import QsplitInputError, cli_main
 
 
 def export_trace_run(run: str | Path, out_dir: str | Path, *, force: bool = False) -> Path:
@@ -81,6 +80,7 @@ def publish_trace_run(run: str | Path, dest: str | Path) -> Path:
     return out
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     ap = argparse.ArgumentParser(prog="python -m agents.trace_export", description=__doc__)
@@ -90,13 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy-dir", type=Path, help="also copy the run's policies there "
                     "(agents/data/trace_policies/<model>)")
     a = ap.parse_args(argv)
-    try:
-        print(export_trace_run(a.run, a.out, force=a.force))
-        if a.policy_dir:
-            print(publish_trace_run(a.run, a.policy_dir))
-    except QsplitInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    print(export_trace_run(a.run, a.out, force=a.force))
+    if a.policy_dir:
+        print(publish_trace_run(a.run, a.policy_dir))
     return 0
 
 

@@ -26,7 +26,7 @@ import yaml
 
 from system.atomic import atomic_write_text, publish_folder, staging_folder
 from system.bits import DEFAULT_BITS
-from system.errors import QsplitInputError, check_keys
+from system.errors import QsplitInputError, check_keys, cli_main
 from system.loaders import parse_yaml, read_text
 
 ENV_ID = "QuantSplitTrace-v0"
@@ -148,6 +148,7 @@ def train(model_name: str, out: Path, conf: Path = DEFAULT_CONF, seed: int = 0,
     return out
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     ap = argparse.ArgumentParser(prog="python -m agents.trace_train", description=__doc__)
@@ -158,14 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", "--n-timesteps", type=int, default=0, help="PPO steps (0: config)")
     ap.add_argument("--cache", default="runs/pools", help="folder for solved pools")
     a = ap.parse_args(argv)
-    try:
-        out = Path(a.out)
-        if out.exists():
-            raise QsplitInputError(f"--out: {out} exists; give a new folder")
-        print(train(a.model, out, Path(a.conf), a.seed, a.n_timesteps, Path(a.cache)))
-    except QsplitInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = Path(a.out)
+    if out.exists():
+        raise QsplitInputError(f"--out: {out} exists; give a new folder")
+    print(train(a.model, out, Path(a.conf), a.seed, a.n_timesteps, Path(a.cache)))
     return 0
 
 
