@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from system.linktrace import LinkPair
-from system.realised import history_features
+from system.realised import log_history
 from system.traces import ZERO_FLOOR_BPS
 
 HORIZON_S = 3.0
@@ -37,7 +37,7 @@ class RatePredictor:
         X, Y = [], []
         for r in routes:
             t = np.arange(float(history_k), r.period_s - horizon_s, stride_s)
-            X.append(history_features(r.up.throughput_bps(t, history_k),
+            X.append(log_history(r.up.throughput_bps(t, history_k),
                                       r.down.throughput_bps(t, history_k)))
             Y.append(np.stack([(c.delivered_bits(t + horizon_s) - c.delivered_bits(t))
                                / horizon_s for c in (r.up, r.down)], axis=1))
@@ -50,7 +50,7 @@ class RatePredictor:
     def predict(self, up_hist_bps: np.ndarray, down_hist_bps: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted (up, down) rates in bit/s for histories (N, k) each."""
-        f = history_features(up_hist_bps, down_hist_bps)
+        f = log_history(up_hist_bps, down_hist_bps)
         A = np.concatenate([np.ones((len(f), 1)), f], axis=1)
         r = np.maximum(10.0 ** (A @ self.coef), ZERO_FLOOR_BPS)
         return r[:, 0], r[:, 1]

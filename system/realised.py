@@ -215,7 +215,7 @@ def clairvoyant(profile: ModelProfile, sit: Situations, i: int,
                                                                sit, i, bits))
 
 
-def history_features(up_hist_bps: np.ndarray, down_hist_bps: np.ndarray) -> np.ndarray:
+def log_history(up_hist_bps: np.ndarray, down_hist_bps: np.ndarray) -> np.ndarray:
     """The history a nearest-neighbour match compares: log10 of each one-second sample (floored
     at 1 kbit/s), uplink then downlink, (..., 2k)."""
     floor = 1e3
@@ -243,14 +243,14 @@ class FutureLibrary:
             t = np.arange(float(history_k), r.period_s - 1.0, stride_s)
             rr.append(np.full(t.size, j))
             tt.append(t)
-            ff.append(history_features(r.up.throughput_bps(t, history_k),
+            ff.append(log_history(r.up.throughput_bps(t, history_k),
                                        r.down.throughput_bps(t, history_k)))
         return cls(tuple(routes), np.concatenate(rr), np.concatenate(tt), np.concatenate(ff),
                    k_futures)
 
     def nearest(self, up_hist_bps: np.ndarray, down_hist_bps: np.ndarray) -> np.ndarray:
         """Indices of the ``k_futures`` positions whose history is nearest (Euclidean in log)."""
-        q = history_features(up_hist_bps, down_hist_bps)
+        q = log_history(up_hist_bps, down_hist_bps)
         dist = np.sum((self.feats - q[None, :]) ** 2, axis=1)
         k = min(self.k_futures, len(dist))
         return np.argsort(dist, kind="stable")[:k]
