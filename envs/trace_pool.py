@@ -25,7 +25,7 @@ from system.plan import Plan, plans_to_arrays
 from system.profiles import ModelProfile
 from system.realised import clairvoyant
 from system.scenario import Scenario
-from system.trace_obs import ce_plan_features, trace_observation
+from system.trace_obs import trace_observation
 from system.variance import Situations, World, place, planning_request, realise
 
 
@@ -46,16 +46,12 @@ class TracePool:
 
 
 def observe(sit: Situations, encoder: ObservationEncoder,
-            ce_actions: np.ndarray | None = None, n_units: int = 0) -> np.ndarray:
+            ce_actions: np.ndarray | None = None) -> np.ndarray:
     """The trace observation of every request of ``sit``, with the CE optimizer's plans
     (``ce_actions``, (N, L+2)) appended when given."""
     planning = [planning_request(sit, i) for i in range(len(sit))]
-    obs = trace_observation(encoder, planning, sit.up_hist_bps, sit.down_hist_bps,
-                            sit.share_hist, sit.deadline_rel)
-    if ce_actions is None:
-        return obs
-    return np.concatenate([obs, ce_plan_features(ce_actions, n_units, len(DEFAULT_BITS))],
-                          axis=1).astype(np.float32)
+    return trace_observation(encoder, planning, sit.up_hist_bps, sit.down_hist_bps,
+                             sit.share_hist, sit.deadline_rel, ce_actions, len(DEFAULT_BITS))
 
 
 def realise_plans(profile: ModelProfile, sit: Situations, plans: list[Plan]
@@ -114,5 +110,5 @@ def solve_pool(profile: ModelProfile, sit: Situations,
     cc, _, cm = realise_plans(profile, sit, clair)
     ec, _, em = realise_plans(profile, sit, ce)
     ce_act = np.stack([codec.encode(p) for p in ce]) if ce_input else None
-    return TracePool(sit, observe(sit, encoder, ce_act, profile.n_units), cc,
+    return TracePool(sit, observe(sit, encoder, ce_act), cc,
                      np.stack([codec.encode(p) for p in clair]), cm, ec, em)

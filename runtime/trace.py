@@ -17,7 +17,6 @@ the estimate as input (about a millisecond more per decision). numpy only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +29,8 @@ from system.optimal import solve
 from system.plan import Plan
 from system.repair import execute_action
 from system.request import Request
-from system.trace_obs import ce_plan_features, trace_observation
-from system.variance import estimate_bps, server_only_latency_s
+from system.trace_obs import trace_observation
+from system.variance import planning_view, server_only_latency_s
 
 
 def _samples(name: str, values: object, n: int, lo: float, hi: float, unit: str,
@@ -73,9 +72,7 @@ class TraceDispatcher:
         up = _samples("up_samples_bps", up_samples_bps, k, 0.0, np.inf, "bit/s")
         down = _samples("down_samples_bps", down_samples_bps, k, 0.0, np.inf, "bit/s")
         share = _samples("share_samples", share_samples, m, 0.0, 1.0, "", lo_open=True)
-        req = replace(request, up_bps=float(estimate_bps(up)), down_bps=float(estimate_bps(down)),
-                      dev_flops_per_s=request.dev_flops_per_s * float(share[-1]))
-        return req, up, down, share
+        return planning_view(request, up, down, share), up, down, share
 
     def decide(self, request: Request, *, up_samples_bps: object, down_samples_bps: object,
                share_samples: object, deadline_s: float) -> Plan:
@@ -84,13 +81,11 @@ class TraceDispatcher:
                                                      down_samples_bps, share_samples)
         dl = check_finite("deadline_s", deadline_s, lo=0.0, lo_open=True, unit="s")
         rel = dl / server_only_latency_s(self.profile, req)
+        codec = self.bundle.codec
+        ce = codec.encode(solve(self.profile, req, codec.bits).plan)[None] \
+            if self.history.ce_plan else None
         obs = trace_observation(self.bundle.encoder, [req], up[None], down[None], share[None],
-                                np.array([rel]))
-        if self.history.ce_plan:
-            codec = self.bundle.codec
-            ce = codec.encode(solve(self.profile, req, codec.bits).plan)
-            obs = np.concatenate([obs, ce_plan_features(ce[None], codec.n_units, codec.n_bits)],
-                                 axis=1).astype(np.float32)
+                                np.array([rel]), ce, codec.n_bits)
         p, w, a = self.net.decode(self.net.forward_batch(obs)[0])
         action = np.array([p, a, *w, *([0] * (self.profile.n_units - len(w)))])
         return execute_action(unit_tables(self.profile, req, self.bundle.codec.bits),

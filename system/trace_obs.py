@@ -53,13 +53,18 @@ def history_features(up_hist_bps: np.ndarray, down_hist_bps: np.ndarray,
 
 def trace_observation(encoder: ObservationEncoder, planning: list[Request],
                       up_hist_bps: np.ndarray, down_hist_bps: np.ndarray,
-                      share_hist: np.ndarray, deadline_rel: np.ndarray) -> np.ndarray:
-    """(N, F + 2k + 5) float32: the encoder's features of the planning requests, then the
-    history, clipped like the encoder's."""
+                      share_hist: np.ndarray, deadline_rel: np.ndarray,
+                      ce_actions: np.ndarray | None = None, n_bits: int = 0) -> np.ndarray:
+    """(N, F + 2k + 5 [+ CE plan]) float32: the encoder's features of the planning requests,
+    then the history, clipped like the encoder's; then, given ``ce_actions`` (N, L+2) of a
+    bit set of ``n_bits`` widths, :func:`ce_plan_features` of them."""
     base = encoder.encode_batch(planning).astype(np.float64)
     hist = history_features(up_hist_bps, down_hist_bps, share_hist, deadline_rel)
-    return np.clip(np.concatenate([base, hist], axis=1), -encoder.clip,
-                   encoder.clip).astype(np.float32)
+    obs = np.clip(np.concatenate([base, hist], axis=1), -encoder.clip, encoder.clip)
+    if ce_actions is not None:
+        n_units = np.asarray(ce_actions).shape[-1] - 2
+        obs = np.concatenate([obs, ce_plan_features(ce_actions, n_units, n_bits)], axis=1)
+    return obs.astype(np.float32)
 
 
 def ce_plan_width(n_units: int, n_bits: int) -> int:

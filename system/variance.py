@@ -194,8 +194,8 @@ def assemble(base: list[Request], routes: tuple[LinkPair, ...], route: np.ndarra
     up_est, down_est = estimate_bps(up_h), estimate_bps(down_h)
     reqs = tuple(replace(b, up_bps=float(u), down_bps=float(d), rtt_s=float(t))
                  for b, u, d, t in zip(base, up_est, down_est, rtt, strict=True))
-    deadline = np.array([slack[i] * server_only_latency_s(profile, replace(
-        r, dev_flops_per_s=r.dev_flops_per_s * shares[i, m - 1])) for i, r in enumerate(reqs)])
+    deadline = np.array([slack[i] * server_only_latency_s(profile, planning_view(
+        r, up_h[i], down_h[i], shares[i, :m])) for i, r in enumerate(reqs)])
     return Situations(requests=reqs, routes=routes, route=route, t0_s=t0, up_hist_bps=up_h,
                       down_hist_bps=down_h, share_hist=shares[:, :m], share_now=shares[:, m],
                       deadline_s=deadline, deadline_rel=slack, world=world)
@@ -208,14 +208,20 @@ def server_only_latency_s(profile: ModelProfile, req: Request) -> float:
     return float(f.latency_s[0])
 
 
+def planning_view(request: Request, up_hist_bps: np.ndarray, down_hist_bps: np.ndarray,
+                  share_hist: np.ndarray, estimator: str = DEFAULT_ESTIMATOR) -> Request:
+    """A request (its device at full share) as a certainty-equivalent planner sees it: rates
+    estimated from the one-second histories, the device at its last observed share. The
+    one form the pools, the deciders and the runtime's trace dispatcher plan with."""
+    return replace(request, up_bps=float(estimate_bps(up_hist_bps, estimator)),
+                   down_bps=float(estimate_bps(down_hist_bps, estimator)),
+                   dev_flops_per_s=request.dev_flops_per_s * float(share_hist[-1]))
+
+
 def planning_request(sit: Situations, i: int, estimator: str = DEFAULT_ESTIMATOR) -> Request:
-    """Request i as a certainty-equivalent planner sees it: rates estimated from the history,
-    the device at its last observed share."""
-    r = sit.requests[i]
-    up = float(estimate_bps(sit.up_hist_bps[i], estimator))
-    down = float(estimate_bps(sit.down_hist_bps[i], estimator))
-    return replace(r, up_bps=up, down_bps=down,
-                   dev_flops_per_s=r.dev_flops_per_s * float(sit.share_hist[i, -1]))
+    """Request i as a certainty-equivalent planner sees it (:func:`planning_view`)."""
+    return planning_view(sit.requests[i], sit.up_hist_bps[i], sit.down_hist_bps[i],
+                         sit.share_hist[i], estimator)
 
 
 def realised_request(sit: Situations, i: int) -> Request:
