@@ -25,7 +25,7 @@ from system.profiles import ModelProfile
 from system.rate_predictor import RatePredictor
 from system.realised import FutureLibrary, saa
 from system.repair import execute_action
-from system.variance import ESTIMATORS, Situations, planning_request
+from system.variance import DEFAULT_ESTIMATOR, ESTIMATORS, Situations, planning_request
 
 #: The pool builders, for callers outside envs' arrow (leaderboard).
 __all__ = ["build_trace_pool", "compare", "decider_plans", "load_trace_model", "policy_plans",
@@ -67,9 +67,11 @@ def decider_plans(profile: ModelProfile, pool: TracePool, train_routes: list[Lin
     n = len(sit)
     codec = ActionCodec(profile.n_units, DEFAULT_BITS)
     out: dict[str, list[Plan]] = {"clairvoyant": [codec.decode(a) for a in pool.clair_action]}
-    for kind in ESTIMATORS:
-        out["ce_optimal" if kind == "mean" else f"ce_{kind}"] = [
-            solve(profile, planning_request(sit, i, kind)).plan for i in range(n)]
+    # the pool solved the default estimator's plans (ce_optimal) already
+    out["ce_optimal"] = [codec.decode(a) for a in pool.ce_action]
+    for kind in (k for k in ESTIMATORS if k != DEFAULT_ESTIMATOR):
+        out[f"ce_{kind}"] = [solve(profile, planning_request(sit, i, kind)).plan
+                             for i in range(n)]
     pred = RatePredictor.fit(train_routes, sit.world.history_k)
     up, down = pred.predict(sit.up_hist_bps, sit.down_hist_bps)
     out["ce_predicted"] = [solve(profile, replace(planning_request(sit, i), up_bps=float(up[i]),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +40,14 @@ class TracePool:
     clair_miss: np.ndarray     # (N,) bool
     ce_cost: np.ndarray        # (N,) realised cost of the mean-estimate optimizer's plan
     ce_miss: np.ndarray        # (N,) bool
+    ce_action: np.ndarray      # (N, L+2) that plan (the ce_optimal decider's)
 
     def __len__(self) -> int:
         return len(self.sit)
+
+
+#: The pool's arrays, as a cache file holds them.
+_ARRAYS = tuple(f.name for f in fields(TracePool) if f.name != "sit")
 
 
 def observe(sit: Situations, encoder: ObservationEncoder,
@@ -68,7 +73,7 @@ def _key(profile: ModelProfile, scenario: Scenario, routes: tuple[LinkPair, ...]
          seed: int, world: World, encoder: ObservationEncoder, ce_input: bool) -> str:
     ident = [profile.sha256(), scenario.to_dict(), [r.name for r in routes],
              [float(r.up.cum_bits[-1]) for r in routes], int(n), int(seed), repr(world),
-             encoder.to_json(), "trace-pool/1", *(["ce_input"] if ce_input else [])]
+             encoder.to_json(), "trace-pool/2", *(["ce_input"] if ce_input else [])]
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -88,14 +93,11 @@ def build_trace_pool(profile: ModelProfile, scenario: Scenario,
         path = Path(cache_dir) / f"trace-pool-{key}.npz"
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
-                return TracePool(sit, z["obs"], z["clair_cost"], z["clair_action"],
-                                 z["clair_miss"], z["ce_cost"], z["ce_miss"])
+                return TracePool(sit, **{k: z[k] for k in _ARRAYS})
     pool = solve_pool(profile, sit, encoder, ce_input)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, npz_bytes({
-            "obs": pool.obs, "clair_cost": pool.clair_cost, "clair_action": pool.clair_action,
-            "clair_miss": pool.clair_miss, "ce_cost": pool.ce_cost, "ce_miss": pool.ce_miss}))
+        atomic_write_bytes(path, npz_bytes({k: getattr(pool, k) for k in _ARRAYS}))
     return pool
 
 
@@ -109,6 +111,6 @@ def solve_pool(profile: ModelProfile, sit: Situations,
     ce = [solve(profile, planning_request(sit, i)).plan for i in range(n)]
     cc, _, cm = realise_plans(profile, sit, clair)
     ec, _, em = realise_plans(profile, sit, ce)
-    ce_act = np.stack([codec.encode(p) for p in ce]) if ce_input else None
-    return TracePool(sit, observe(sit, encoder, ce_act), cc,
-                     np.stack([codec.encode(p) for p in clair]), cm, ec, em)
+    ce_act = np.stack([codec.encode(p) for p in ce])
+    return TracePool(sit, observe(sit, encoder, ce_act if ce_input else None), cc,
+                     np.stack([codec.encode(p) for p in clair]), cm, ec, em, ce_act)
