@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agents.hyperparams import HYPERPARAMS, check_value
 from system.atomic import atomic_write_text, publish_folder, staging_folder
 from system.bits import DEFAULT_BITS
-from system.errors import QsplitInputError, check_keys, cli_main
+from system.errors import QsplitInputError, check_keys, cli_main, shown
 from system.loaders import parse_yaml, read_text
 
 ENV_ID = "QuantSplitTrace-v0"
@@ -56,10 +57,25 @@ def load_trace_config(path: str | Path) -> tuple[dict[str, Any], TraceOptions]:
     doc = parse_yaml(read_text(p, "config"), f"config {p.name}")
     if not isinstance(doc, dict) or ENV_ID not in doc:
         raise QsplitInputError(f"{p}: expected a mapping with key {ENV_ID!r}")
-    q = (doc.get("qsplit") or {}).get(ENV_ID)
+    section = doc.get("qsplit") or {}
+    if not isinstance(section, dict):
+        raise QsplitInputError(f"{p}: qsplit: expected a mapping keyed by env id")
+    where = f"{p}: qsplit.{ENV_ID}"
     names = list(TraceOptions.__dataclass_fields__)
-    q = check_keys(f"{p}: qsplit.{ENV_ID}", q, ["train_routes", "test_routes"], names)
-    q = {k: tuple(v) if k.endswith("_routes") else v for k, v in q.items()}
+    q = dict(check_keys(where, section.get(ENV_ID), ["train_routes", "test_routes"], names))
+    for k, v in q.items():
+        at = f"{where}.{k}"
+        if k in HYPERPARAMS:                 # the pools' and imitation's knobs: train.py's rules
+            q[k] = check_value(k, v, at)
+        elif k.endswith("_routes"):
+            if not isinstance(v, list) or not v or \
+                    not all(isinstance(r, str) and r for r in v):
+                raise QsplitInputError(f"{at}: expected a non-empty list of FOLDER or "
+                                       f"FOLDER:NAME[,NAME] strings, got {shown(v)}")
+            q[k] = tuple(v)
+        elif not isinstance(v, type(getattr(TraceOptions, k))):   # scenario, ce_input
+            raise QsplitInputError(f"{at}: expected a {type(getattr(TraceOptions, k)).__name__},"
+                                   f" got {shown(v)}")
     return dict(doc[ENV_ID]), TraceOptions(**q)
 
 

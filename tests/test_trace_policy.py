@@ -206,3 +206,26 @@ def test_evaluate_refuses_a_missing_trace_folder_in_one_line(tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "nope" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("old,new,field", [
+    ("train_pool: 30000", "train_pool: 1.5", "train_pool"),
+    ("bc_lr: !!float 1e-3", "bc_lr: fast", "bc_lr"),
+    ("ce_input: true", "ce_input: 1", "ce_input"),
+    ("scenario: default", "scenario: 3", "scenario"),
+])
+def test_trace_config_refuses_a_bad_value_naming_it(tmp_path: Path, old: str, new: str,
+                                                     field: str) -> None:
+    from agents.trace_train import DEFAULT_CONF, load_trace_config
+
+    text = DEFAULT_CONF.read_text(encoding="utf-8")
+    assert old in text
+    bad = tmp_path / "conf.yml"
+    bad.write_text(text.replace(old, new, 1))
+    with pytest.raises(QsplitInputError, match=rf"qsplit\.QuantSplitTrace-v0\.{field}: ") as e:
+        load_trace_config(bad)
+    assert "\n" not in str(e.value)
+    bad.write_text("QuantSplitTrace-v0: {n_envs: 1}\nqsplit:\n  QuantSplitTrace-v0:\n"
+                   "    train_routes: []\n    test_routes: [x]\n")
+    with pytest.raises(QsplitInputError, match=r"\.train_routes: expected a non-empty list"):
+        load_trace_config(bad)
