@@ -16,8 +16,9 @@ from system.profiles import random_profile, toy3
 from system.request import random_request
 
 
-def brute_force_cost(prof, req) -> float:
-    """Least feasible cost over every plan, by enumeration through the direct cost formulas."""
+def brute_force_cost(prof, req, price=None) -> float:  # type: ignore[no-untyped-def]
+    """Least feasible cost over every plan, by enumeration through the direct cost formulas;
+    ``price(cuts, wbits, abits)`` replaces the cost (feasibility is still the request's)."""
     L = prof.n_units
     best = np.inf
     for p in range(L + 1):
@@ -26,8 +27,10 @@ def brute_force_cost(prof, req) -> float:
         wb = np.full((len(combos), L), 32)
         wb[:, :p] = combos
         for a in (DEFAULT_BITS if 0 < p < L else (32,)):
-            f = evaluate_arrays(prof, req, np.full(len(combos), p), wb, np.full(len(combos), a))
-            best = min(best, float(np.where(f.feasible, f.cost, np.inf).min()))
+            cuts, ab = np.full(len(combos), p), np.full(len(combos), a)
+            f = evaluate_arrays(prof, req, cuts, wb, ab)
+            cost = f.cost if price is None else price(cuts, wb, ab)
+            best = min(best, float(np.where(f.feasible, cost, np.inf).min()))
     return best
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_optimal import brute_force_cost  # the one enumeration
 
-from system.bits import DEFAULT_BITS
 from system.errors import QsplitInputError
 from system.linktrace import (
     CapacityTrace,
@@ -97,27 +96,9 @@ def _route(rng: np.random.Generator, name: str, seconds: int = 40) -> LinkPair:
     return LinkPair(name, cap(2e6), cap(8e6), "lte")
 
 
-def _brute(prof, req, fut) -> float:
-    L = prof.n_units
-    best = np.inf
-    from system.accuracy import drop_limit_pp
-    from system.cost import drop_tables
-    d_w, d_a = drop_tables(prof, DEFAULT_BITS)
-    lim = drop_limit_pp(req.eps_pp, prof.compounding)
-    idx = {b: i for i, b in enumerate(DEFAULT_BITS)}
-    for p in range(L + 1):
-        combos = np.array(list(itertools.product(DEFAULT_BITS, repeat=p)), dtype=np.int64)
-        combos = combos.reshape(len(DEFAULT_BITS) ** p, p)
-        wb = np.full((len(combos), L), 32)
-        wb[:, :p] = combos
-        for a in (DEFAULT_BITS if 0 < p < L else (32,)):
-            c = price(prof, req, fut, np.full(len(combos), p), wb, np.full(len(combos), a))
-            d = np.zeros(len(combos))
-            for u in range(p):
-                d = d + d_w[u, [idx[b] for b in combos[:, u]]]
-            ok = d + d_a[p, idx[a]] <= lim
-            best = min(best, float(np.where(ok, c, np.inf).min()))
-    return best
+def _brute(prof, req, fut) -> float:  # type: ignore[no-untyped-def]
+    """The least cost under ``fut`` by enumerating every plan (test_optimal's enumeration)."""
+    return brute_force_cost(prof, req, lambda c, w, a: price(prof, req, fut, c, w, a))
 
 
 @pytest.mark.parametrize("chunk", range(3))
