@@ -22,6 +22,7 @@ def export_trace_run(run: str | Path, out_dir: str | Path, *, force: bool = Fals
     """Write the bundle of ``run``'s model.zip (a QuantSplitTrace-v0 PPO policy)."""
     from agents.export import _versions, actor_arrays
     from agents.trace_eval import load_trace_model
+    from agents.trace_train import run_ce_input
     from runtime.bundle import check_out_path, make_contract, write_bundle
     from runtime.history import history_contract
     from system.bits import DEFAULT_BITS
@@ -41,7 +42,7 @@ def export_trace_run(run: str | Path, out_dir: str | Path, *, force: bool = Fals
         raise QsplitInputError(f"{run}: trained on another version of profile {profile.name!r}")
     world = World()
     encoder = ObservationEncoder()
-    ce_input = bool(cfg["qsplit"].get("ce_input", False))
+    ce_input = run_ce_input(run)
     n_features = encoder.n_features + len(history_names(world.history_k)) + \
         (ce_plan_width(profile.n_units, len(DEFAULT_BITS)) if ce_input else 0)
     model = load_trace_model(str(run / "model.zip"), profile, n_features)

@@ -79,6 +79,16 @@ def load_trace_config(path: str | Path) -> tuple[dict[str, Any], TraceOptions]:
     return dict(doc[ENV_ID]), TraceOptions(**q)
 
 
+def run_ce_input(run: str | Path) -> bool:
+    """Whether a run folder's (or a published policy's) policy takes the CE optimizer's plan
+    as input: its config.yml's ``qsplit.ce_input``; False when it has no config."""
+    cfg = Path(run) / "config.yml"
+    if not cfg.is_file():
+        return False
+    d = parse_yaml(read_text(cfg, "run config"), str(cfg))
+    return bool(isinstance(d, dict) and (d.get("qsplit") or {}).get("ce_input", False))
+
+
 def pools(profile: Any, opts: TraceOptions, seed: int, cache: Path | None,
           which: str = "train") -> Any:
     """The training pool (``seed``), the held-out pool on the training routes

@@ -77,7 +77,7 @@ def evaluate_model(suite: TraceSuite, model: str, routes: list[Any], n: int,
                    log: Any = print) -> tuple[dict[str, Any], dict[str, np.ndarray], Any]:
     """One model's deciders on the suite's requests: (figures, realised costs, pool)."""
     from agents.trace_eval import build_trace_pool, compare, decider_plans, load_trace_model
-    from agents.trace_train import REPO, load_trace_config
+    from agents.trace_train import REPO, load_trace_config, run_ce_input
     from system.linktrace import load_routes
     from system.profiles import load_profile
     from system.scenario import load_scenario
@@ -85,7 +85,7 @@ def evaluate_model(suite: TraceSuite, model: str, routes: list[Any], n: int,
     profile = load_profile(model)
     _, opts = load_trace_config(suite.train_config)
     train_routes = load_routes(opts.train_routes, REPO)
-    ce_input = policy_ce_input(suite.policies / model)
+    ce_input = run_ce_input(suite.policies / model)
     pool = build_trace_pool(profile, load_scenario(opts.scenario), routes, n, suite.seed,
                             ce_input=ce_input)
     models = {}
@@ -114,16 +114,6 @@ def ratio_ci90(a: np.ndarray, b: np.ndarray, clair: np.ndarray, n_boot: int = 20
         ratio = ra[idx].mean(axis=1) / rb[idx].mean(axis=1)
     lo, hi = np.quantile(ratio, [0.05, 0.95])
     return [float(lo), float(hi)]
-
-
-def policy_ce_input(folder: Path) -> bool:
-    """Whether a committed trace policy takes the CE optimizer's plan as input (its
-    config.yml's ``qsplit.ce_input``; False when there is none)."""
-    cfg = folder / "config.yml"
-    if not cfg.is_file():
-        return False
-    d = parse_yaml(read_text(cfg, "policy config"), str(cfg))
-    return bool(isinstance(d, dict) and (d.get("qsplit") or {}).get("ce_input", False))
 
 
 def markdown(figs: dict[str, dict[str, Any]]) -> str:

@@ -17,7 +17,7 @@ def cost_over_time_png(model: str, suite: Any, route: Any, pool: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     from agents.trace_eval import compare, decider_plans, load_trace_model, solve_pool
-    from agents.trace_train import REPO, load_trace_config
+    from agents.trace_train import REPO, load_trace_config, run_ce_input
     from system.linktrace import load_routes
     from system.profiles import load_profile
     from system.variance import place_at
@@ -28,9 +28,7 @@ def cost_over_time_png(model: str, suite: Any, route: Any, pool: Any) -> bytes:
     k = sit0.world.history_k
     times = np.arange(float(k), route.period_s - 1.0, 1.0)
     sit = place_at(sit0.requests[j], route, times, sit0.world, np.random.default_rng(0), profile)
-    from leaderboard.variance import policy_ce_input
-
-    tp = solve_pool(profile, sit, ce_input=policy_ce_input(suite.policies / model))
+    tp = solve_pool(profile, sit, ce_input=run_ce_input(suite.policies / model))
     _, opts = load_trace_config(suite.train_config)
     zpath = suite.policies / model / "model.zip"
     models = {"learned": load_trace_model(str(zpath), profile, tp.obs.shape[1])} \
