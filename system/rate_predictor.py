@@ -3,10 +3,9 @@
 From the device's last k one-second samples of both directions it predicts each direction's
 throughput over the next ``horizon_s`` seconds, by ridge regression of its log10 on the log
 samples over every quarter second of the training routes, and hands the optimizer those
-rates. Variants measured on the held-out routes (resnet18, 1,000 requests; mean regret
-against the clairvoyant, the mean-estimate optimizer at 17.9%): next 3 s in log 16.9%,
-next 1 s in log 17.1%, next 3 s least squares on the rate 30.0%, expected time of a 1 Mbit
-transfer 54.9% (pessimistic: it pushes work onto the device). numpy only.
+rates. The log target estimates a typical rate, not the mean time of a transfer: a target
+weighted by outages (the expected time of a fixed transfer) gives a pessimistic rate, which
+pushes work onto the slow device. numpy only.
 """
 
 from __future__ import annotations
