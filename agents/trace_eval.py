@@ -33,11 +33,17 @@ __all__ = ["build_trace_pool", "compare", "decider_plans", "load_trace_model", "
 
 
 def summary(cost: np.ndarray, clair: np.ndarray, miss: np.ndarray) -> dict[str, float]:
-    """Mean, p95 and total-cost regret against the clairvoyant, and the miss rate."""
+    """Mean, p95 and total-cost regret against the clairvoyant, and the miss rate; and how
+    the mean is made: the share of requests planned exactly as the clairvoyant would cost
+    them, the worst regret, and the share of the mean the 10 worst requests carry."""
     r = cost / clair - 1.0
+    worst = np.sort(r)[::-1]
+    total = float(np.sum(r))
     return {"regret_mean": float(np.mean(r)), "regret_p95": float(np.quantile(r, 0.95)),
             "regret_total": float(np.sum(cost) / np.sum(clair) - 1.0),
-            "miss_rate": float(np.mean(miss)), "n": len(r)}
+            "miss_rate": float(np.mean(miss)), "n": len(r),
+            "exact_share": float(np.mean(r <= 1e-9)), "regret_max": float(worst[0]),
+            "top10_share": float(worst[:10].sum() / total) if total > 0 else 0.0}
 
 
 def policy_plans(model: Any, profile: ModelProfile, sit: Situations, obs: np.ndarray
