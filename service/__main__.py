@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="larger bodies get 413 (default 1048576)")
     ap.add_argument("--max-batch", type=int, default=4096,
                     help="larger batches get 413 (default 4096)")
+    ap.add_argument("--blas-threads", type=int, default=1,
+                    help="BLAS threads per worker (default 1: the workers are the parallelism)")
     ap.add_argument("--graceful-timeout", type=float, default=30.0,
                     help="seconds to finish requests in flight after SIGTERM (default 30)")
     ap.add_argument("--access-log", action="store_true", help="log every request (slower)")
@@ -58,14 +60,16 @@ def _check(args: argparse.Namespace) -> ServiceConfig:
     """The config, with every number checked and every bundle verified (one-line errors)."""
     for name, value, lo, hi in (("--port", args.port, 0, 65535), ("--workers", args.workers, 1, 256),
                                 ("--max-body-bytes", args.max_body_bytes, 1, 1 << 30),
-                                ("--max-batch", args.max_batch, 1, 1 << 20)):
+                                ("--max-batch", args.max_batch, 1, 1 << 20),
+                                ("--blas-threads", args.blas_threads, 1, 256)):
         check_finite(name, value, lo=lo, hi=hi)
     check_finite("--graceful-timeout", args.graceful_timeout, lo=0.0, unit="s")
     cfg = ServiceConfig(bundles=tuple(str(p) for p in args.bundle), models=tuple(args.model),
                         fallback=args.fallback, refine=args.refine,
                         trivial_guard=not args.no_trivial_guard,
                         public_key=str(args.pubkey) if args.pubkey else None,
-                        max_body_bytes=args.max_body_bytes, max_batch=args.max_batch)
+                        max_body_bytes=args.max_body_bytes, max_batch=args.max_batch,
+                        blas_threads=args.blas_threads)
     if cfg.public_key is not None and not Path(cfg.public_key).is_file():
         raise QsplitInputError(f"--pubkey: {cfg.public_key} is not a file")
     load_all(cfg)

@@ -1,5 +1,10 @@
 """The FastAPI app: the runtime dispatcher behind HTTP (see :mod:`service` for the endpoints).
 
+Each worker's BLAS runs ``blas_threads`` threads (default 1, set with threadpoolctl when the
+app is made): the workers are the parallelism, and a BLAS pool per worker spinning on
+cores the other workers and the clients need cost the batch path two thirds of its
+throughput on a 2-core machine (``benchmarks/bench_service.py``).
+
 Every bundle is verified when the app is made (checksums; the signature when a public key
 is configured), so a worker never serves from a bundle it could not trust. Decisions run
 on the event loop's thread, one at a time per worker: the dispatcher is called as in a
@@ -60,6 +65,7 @@ class ServiceConfig:
     public_key: str | None = None        # None: $QSPLIT_BUNDLE_PUBKEY if set, else unchecked
     max_body_bytes: int = 1 << 20
     max_batch: int = 4096
+    blas_threads: int = 1                # per worker: the workers are the parallelism
     started: float = field(default_factory=time.time)
 
     def to_env(self) -> str:
@@ -190,7 +196,10 @@ def create_app(cfg: ServiceConfig | None = None) -> FastAPI:
     """The app serving ``cfg``'s bundles (verified here; refused with a one-line error)."""
     from service.routes import add_routes
 
+    from threadpoolctl import threadpool_limits
+
     cfg = cfg or ServiceConfig()
+    threadpool_limits(cfg.blas_threads, user_api="blas")     # for this process's lifetime
     loaded = load_all(cfg)
     metrics = Metrics()
     app = FastAPI(title="qsplit planning service", version=_version(),

@@ -292,10 +292,19 @@ def test_unsigned_bundle_is_refused_with_a_key(tmp_path: Path) -> None:
     assert m["signed"] and m["name"] == "digits_cnn"
 
 
-def test_bad_command_line_is_one_line() -> None:
-    out = subprocess.run([sys.executable, "-m", "service", "--workers", "0"], cwd=ROOT,
+@pytest.mark.parametrize("flag", ["--workers", "--blas-threads"])
+def test_bad_command_line_is_one_line(flag: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "service", flag, "0"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and out.stderr.startswith("error: --workers")
+    assert out.returncode == 2 and out.stderr.startswith(f"error: {flag}")
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_worker_blas_runs_the_configured_threads(app) -> None:
+    from threadpoolctl import threadpool_info
+
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)
 
 
 # ------------------------------------------------------------------------------ client
