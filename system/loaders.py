@@ -122,26 +122,35 @@ def check_shape(value: object, where: str) -> object:
     """Refuse values nested deeper than MAX_DEPTH or with more than MAX_VALUES parts.
 
     Iterative, so it cannot itself run out of stack; YAML aliases are followed, which also
-    catches a structure that contains itself.
+    catches a structure that contains itself. A container's scalars are counted in bulk and
+    only its containers are visited (a batch of requests is mostly scalars); a mapping's
+    keys are counted, and are scalars (JSON's strings, YAML's hashable keys).
     """
     stack: list[tuple[object, int]] = [(value, 1)]
-    count = 0
+    count = 1
     while stack:
         v, depth = stack.pop()
-        count += 1
-        if count > MAX_VALUES:
-            raise QsplitInputError(f"{where}: more than {MAX_VALUES:,} values (aliases counted "
-                                   "each time they are used)")
-        if isinstance(v, dict):
-            items: Any = [*v.keys(), *v.values()]
-        elif isinstance(v, (list, tuple, set, frozenset)):
+        if isinstance(v, dict):          # keys count; the loaders' keys are never containers
+            items: Any = v.values()
+            count += len(v)
+        elif isinstance(v, _CONTAINERS):
             items = v
         else:
             continue
-        if depth >= MAX_DEPTH and items:
+        if not items:
+            continue
+        if depth >= MAX_DEPTH:
             raise QsplitInputError(f"{where}: nested deeper than {MAX_DEPTH} levels")
-        stack.extend((x, depth + 1) for x in items)
+        count += len(items)
+        if count > MAX_VALUES:
+            raise QsplitInputError(f"{where}: more than {MAX_VALUES:,} values (aliases counted "
+                                   "each time they are used)")
+        stack.extend([(x, depth + 1) for x in items if isinstance(x, _CONTAINERS_OR_DICT)])
     return value
+
+
+_CONTAINERS = (list, tuple, set, frozenset)
+_CONTAINERS_OR_DICT = (dict, *_CONTAINERS)
 
 
 # ------------------------------------------------------------------------------ JSON
