@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from system.bits import KERNEL_WIDTHS
 from system.errors import QsplitInputError, check_finite, interval_text
@@ -61,13 +62,22 @@ class RequestField:
 
     def check(self, value: object, label: str = "") -> float:
         """``value`` in SI units as a float, or an error naming ``label`` (default: the name)."""
+        if type(value) is float and _inside(value, self.lo, self.hi, self.lo_open, self.hi_open):
+            return value                       # what check_finite returns, without its call
         return check_finite(label or self.name, value, lo=self.lo, hi=self.hi,
                             lo_open=self.lo_open, hi_open=self.hi_open, unit=self.unit)
 
+    @cached_property
+    def json_range(self) -> tuple[float, float]:
+        """(lo, hi) in JSON units."""
+        return self.to_json(self.lo), self.to_json(self.hi)
+
     def check_json(self, value: object, label: str = "") -> float:
         """``value`` as the user wrote it (JSON units), checked against the range in those units."""
-        return check_finite(label or self.json_key, value, lo=self.to_json(self.lo),
-                            hi=self.to_json(self.hi), lo_open=self.lo_open,
+        lo, hi = self.json_range
+        if type(value) is float and _inside(value, lo, hi, self.lo_open, self.hi_open):
+            return value
+        return check_finite(label or self.json_key, value, lo=lo, hi=hi, lo_open=self.lo_open,
                             hi_open=self.hi_open, unit=self.json_units)
 
     def help(self) -> str:
@@ -82,6 +92,12 @@ class RequestField:
         source = f"; from the catalog {self.catalog.split('.')[0]} if not given" \
             if self.catalog else ""
         return f"{self.doc}{unit}, {rng}{default}{source}"
+
+
+def _inside(x: float, lo: float, hi: float, lo_open: bool, hi_open: bool) -> bool:
+    """Whether a float passes :func:`system.errors.check_finite` with this range (finite and
+    inside it); False sends it to check_finite, which decides and words the error."""
+    return math.isfinite(x) and (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
 
 
 #: The request fields, in the order of Request's attributes.
