@@ -44,22 +44,21 @@ def _plain(d: Dispatcher, label: str) -> bool:
     return got
 
 
-def _label_groups(d: Dispatcher, sources: Sequence[Source] | None, n: int
+def _label_groups(d: Dispatcher, labels: Sequence[tuple[str, str]] | None, n: int
                   ) -> tuple[list[tuple[str, str]], np.ndarray]:
     """The distinct (device, server) labels as costs see them (a processor on the plain model
     named "", as in flat rows) and each row's index among them."""
-    if sources is None:
-        return [("", "")], np.zeros(n, dtype=np.int64)
     blank = ("", "")
-    keys = [(s.device, s.server) if isinstance(s, Request) else blank for s in sources]
+    if labels is None:
+        return [blank], np.zeros(n, dtype=np.int64)
     seen: dict[tuple[str, str], int] = {blank: 0}
     group_of: dict[tuple[str, str], int] = {}
-    for key in dict.fromkeys(keys):              # the distinct labels, in first-seen order
+    for key in dict.fromkeys(labels):            # the distinct labels, in first-seen order
         # a processor on the plain model costs as no name does: each side is named only
         # where its times differ (a plain device beside an overhead server joins one group)
         canon = ("" if _plain(d, key[0]) else key[0], "" if _plain(d, key[1]) else key[1])
         group_of[key] = seen.setdefault(canon, len(seen))
-    return list(seen), np.fromiter(map(group_of.__getitem__, keys), np.int64, len(keys))
+    return list(seen), np.fromiter(map(group_of.__getitem__, labels), np.int64, len(labels))
 
 
 def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,10 +95,15 @@ def _policy(d: Dispatcher, obs: np.ndarray, limit: np.ndarray
     return cuts, w_idx, act_idx
 
 
-def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None = None
+def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None = None,
+                  labels: Sequence[tuple[str, str]] | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Index form of N decisions: cuts, weight indices (the 32-bit index past the cut), act
-    indices, path codes. ``sources`` (each a Request or its flat tuple) default to the rows."""
+    indices, path codes. ``sources`` (each a Request or its flat tuple) default to the rows,
+    named by ``labels`` ((device, server) per row; default: a Request's own, else none)."""
+    if labels is None and sources is not None:
+        blank = ("", "")
+        labels = [(s.device, s.server) if isinstance(s, Request) else blank for s in sources]
     N, L, k32 = len(M), d.L, d.net.k32
     arr = rf.columns(M)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -112,7 +116,7 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
                         d._act_drops[cuts, act_idx])
     infeasible = drop > limit
     out_of_range = d.support.outside_batch(obs)
-    labels, group = _label_groups(d, sources, N)
+    groups, group = _label_groups(d, labels, N)
     # rows the single-request guard decides: the optimizer's, or refined
     single = infeasible & (d.fallback == "infeasible")
     if d.fallback == "out_of_range":
@@ -122,7 +126,10 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
     paths = np.full(N, d.path_code("policy"), dtype=np.int64)
 
     def source(i: int) -> Source:
-        return sources[i] if sources is not None else tuple(M[i].tolist())
+        if sources is not None:
+            return sources[i]
+        row = tuple(M[i].tolist())
+        return row if labels is None else rf.to_request(row, *labels[i])
 
     def put(i: int, action: tuple[int, list[int], int]) -> None:
         p, w, a = action
@@ -143,7 +150,7 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
         # one call repairs every group's rows (fewer numpy calls, one scalar tail)
         c_w = np.empty((rep.size, L, d.K))
         fixed = np.empty((rep.size, L + 1, d.K))
-        for g, (dev, srv) in enumerate(labels):
+        for g, (dev, srv) in enumerate(groups):
             j = np.flatnonzero(group[rep] == g)
             if j.size:
                 r = rep[j]
@@ -157,7 +164,7 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
         paths[rep] = d.path_code("repaired")
     if d.trivial is not None:
         redo_parts = []
-        for g, (dev, srv) in enumerate(labels):
+        for g, (dev, srv) in enumerate(groups):
             rows = np.flatnonzero(group == g)
             if not rows.size:
                 continue

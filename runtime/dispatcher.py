@@ -354,6 +354,16 @@ class Dispatcher:
         bits = np.asarray(self.bits)
         return cuts, bits[w_idx], bits[act_idx], paths
 
+    def decide_rows(self, rows: np.ndarray, labels: Sequence[tuple[str, str]]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`decide_requests` for requests already validated into flat SI rows
+        (:data:`system.fields.FLAT_NAMES`, e.g. :func:`system.json_batch.json_rows`) with
+        their (device, server) labels: no Request is built but for the rows decided one at
+        a time (the optimizer's, the refined)."""
+        cuts, w_idx, act_idx, paths = rb.decide_matrix(self, rows, labels=labels)
+        bits = np.asarray(self.bits)
+        return cuts, bits[w_idx], bits[act_idx], paths
+
     def decide_arrays(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray,
                                                                       np.ndarray, np.ndarray]:
         """Plans for requests given as :func:`system.request.request_arrays`-style arrays.

@@ -36,6 +36,7 @@ from system.fields import (
     check_width_entries,
     column_names,
     explain_flat,
+    flat_in_range,
 )
 from system.hardware import parse_kappa
 from system.request import Request
@@ -60,11 +61,12 @@ def from_request(r: Request) -> tuple[float, ...]:
     return sum(v[_N_SCALARS:], v[:_N_SCALARS])
 
 
-def to_request(t: tuple[float, ...]) -> Request:
-    """The flat tuple as a Request (for callers that gave a mapping or arrays)."""
+def to_request(t: tuple[float, ...], device: str = "", server: str = "") -> Request:
+    """The flat tuple as a Request (for callers that gave a mapping or arrays), labelled."""
     n, k = len(SCALAR_FIELDS), len(KERNEL_WIDTHS)
     widths = {f.name: tuple(t[n + i * k:n + (i + 1) * k]) for i, f in enumerate(WIDTH_FIELDS)}
-    return Request(**dict(zip(SCALAR_FIELDS, t[:n], strict=True)), **widths)
+    return Request(**dict(zip(SCALAR_FIELDS, t[:n], strict=True)), **widths, device=device,
+                   server=server)
 
 
 def _compile(name: str, lines: list[str], scope: dict[str, object]) -> Callable:
@@ -183,13 +185,7 @@ def matrix_from_arrays(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
             for f, c in zip(REQUEST_FIELDS, cols, strict=True)}
     M = np.column_stack([*(full[f] for f in SCALAR_FIELDS), *(full[f.name] for f in WIDTH_FIELDS)]) \
         if n else np.zeros((0, len(FIELDS)))
-    ok = np.isfinite(M).all(axis=1)
-    for j, name in enumerate(FIELDS):
-        lo, hi, lo_open, hi_open = RANGES[name]
-        x = M[:, j]
-        ok &= (x > lo) if lo_open else (x >= lo)
-        ok &= (x < hi) if hi_open else (x <= hi)
-    ok &= np.all(M[:, [j for j, v in enumerate(_VARS) if v.endswith("_32")]] == 1.0, axis=1)
+    ok = flat_in_range(M)
     bad = np.flatnonzero(~ok)
     if bad.size:
         i = int(bad[0])

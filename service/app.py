@@ -34,14 +34,18 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request as HTTPRequest
 
 from runtime.bundle import SIG_FILE, SUMS_FILE, sha256_file
+from runtime.batch import unique_rows
 from runtime.dispatcher import FALLBACKS, PATHS, Dispatcher, default_bundle_path
+from runtime.features import from_request, to_request
 from service.metrics import Metrics
 from service.schema import PlanRequest, PlansRequest, RequestInputError, parse_request, problem
 from system.accuracy import drop_pp
 from system.cost import plan_report
 from system.errors import QsplitInputError, check_keys
+from system.json_batch import json_rows
 from system.loaders import decode_text, parse_json
 from system.plan import Plan
+from system.request import Request
 
 CONFIG_ENV = "QSPLIT_SERVICE_CONFIG"
 ENDPOINTS = ("/v1/plan", "/v1/plans", "/v1/models", "/healthz", "/metrics")
@@ -241,7 +245,13 @@ async def read_json(request: HTTPRequest, where: str) -> object:
 
 def batch_items(d: Dispatcher, raw: object, max_batch: int, figures: bool
                 ) -> tuple[list[dict], np.ndarray]:
-    """Each item's answer (its plan or its error) and the count of each decision path."""
+    """Each item's answer (its plan or its error) and the count of each decision path.
+
+    The items are read in groups (:func:`system.json_batch.json_rows`); any item that
+    intake does not take is parsed alone (:func:`service.schema.parse_request`), which
+    gives the one error a single request would get. Answers are built once per distinct
+    plan: a batch holds few.
+    """
     items = raw
     if not isinstance(items, list):
         raise RequestInputError(f"requests: expected a list of requests, got "
@@ -250,26 +260,42 @@ def batch_items(d: Dispatcher, raw: object, max_batch: int, figures: bool
         raise RequestInputError(f"requests: {len(items)} items is more than the limit of "
                                 f"{max_batch}", "requests", "items", f"[0, {max_batch}]", 413)
     out: list[dict] = [{}] * len(items)
-    reqs, where = [], []
-    for i, item in enumerate(items):
+    fast = json_rows(items)
+    where, labels, rows = list(fast.taken), list(fast.labels), [fast.rows]
+    singles: dict[int, Request] = {}
+    for i in fast.deferred:
         try:
-            reqs.append(parse_request(item, f"request[{i}]"))
-            where.append(i)
+            r = singles[i] = parse_request(items[i], f"request[{i}]")
         except RequestInputError as exc:
             out[i] = {"error": exc.to_json()}
+            continue
+        where.append(i)
+        labels.append((r.device, r.server))
+        rows.append(np.asarray([from_request(r)], dtype=np.float64))
     counts = np.zeros(len(PATHS), dtype=np.int64)
-    if not reqs:
+    if not where:
         return out, counts
-    cuts, wbits, abits, paths = d.decide_requests(reqs)
-    drops = drop_pp(d.profile, cuts, wbits, abits).tolist()
+    M = np.concatenate(rows)
+    cuts, wbits, abits, paths = d.decide_rows(M, labels)
     counts += np.bincount(paths, minlength=len(PATHS))
     L = d.profile.n_units
-    for j, (c, w, a, p) in enumerate(zip(cuts.tolist(), wbits.tolist(), abits.tolist(),
-                                         paths.tolist(), strict=True)):
-        plan = Plan.canonical(c, w, a, L)
-        ans = plan_report(d.profile, reqs[j], plan) if figures else \
-            {**plan.to_json_dict(), "drop_pp": drops[j]}
-        out[where[j]] = {"plan": {**ans, "path": PATHS[p]}}
+    key = np.concatenate([cuts[:, None], abits[:, None], paths[:, None], wbits], axis=1)
+    distinct, inverse = unique_rows(key)
+    if figures:
+        for j, k in enumerate(inverse.tolist()):
+            c, a, p, *w = distinct[k].tolist()
+            i = where[j]
+            req = singles.get(i) or to_request(tuple(M[j].tolist()), *labels[j])
+            out[i] = {"plan": {**plan_report(d.profile, req, Plan.canonical(c, w, a, L)),
+                               "path": PATHS[p]}}
+        return out, counts
+    drops = drop_pp(d.profile, distinct[:, 0], distinct[:, 3:], distinct[:, 1]).tolist()
+    answers = []
+    for (c, a, p, *w), drop in zip(distinct.tolist(), drops, strict=True):
+        answers.append({"plan": {**Plan.canonical(c, w, a, L).to_json_dict(), "drop_pp": drop,
+                                 "path": PATHS[p]}})
+    for i, k in zip(where, inverse.tolist(), strict=True):
+        out[i] = answers[k]
     return out, counts
 
 

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from system.bits import KERNEL_WIDTHS
 from system.errors import QsplitInputError, check_finite, interval_text
 
@@ -145,6 +147,19 @@ FLAT_RANGES: tuple[tuple[float, float, bool, bool], ...] = tuple(
     (f.lo, f.hi, f.lo_open, f.hi_open)
     for f in (*(FIELD_BY_NAME[n] for n in SCALAR_NAMES),
               *(f for f in WIDTH_FIELDS for _ in KERNEL_WIDTHS)))
+_FLAT_32 = [j for j, name in enumerate(FLAT_NAMES) if name.endswith("[32]")]
+
+
+def flat_in_range(M: np.ndarray) -> np.ndarray:
+    """Whether each row of flat values (N, len(FLAT_NAMES)) passes Request's checks: every
+    entry finite and inside its range, and each 32-bit speedup exactly 1."""
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(M).all(axis=1)
+        for j, (lo, hi, lo_open, hi_open) in enumerate(FLAT_RANGES):
+            x = M[:, j]
+            ok &= (x > lo) if lo_open else (x >= lo)
+            ok &= (x < hi) if hi_open else (x <= hi)
+    return ok & np.all(M[:, _FLAT_32] == 1.0, axis=1)
 
 
 def column_names(f: RequestField) -> tuple[str, ...]:

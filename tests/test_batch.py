@@ -64,9 +64,9 @@ def test_batch_equals_one_at_a_time_under_other_options(options: dict) -> None:
         assert d.decide_batch(reqs) == [d.decide(r) for r in reqs]
 
 
-def _labelled_rows(d: Dispatcher, sources: object) -> int:
-    labels, group = rb._label_groups(d, sources, len(sources))
-    return int(sum(labels[g] != ("", "") for g in group.tolist()))
+def _labelled_rows(d: Dispatcher, sources: list[Request]) -> int:
+    groups, group = rb._label_groups(d, [(s.device, s.server) for s in sources], len(sources))
+    return int(sum(groups[g] != ("", "") for g in group.tolist()))
 
 
 def test_batch_on_named_processors_is_grouped_by_their_names(monkeypatch: pytest.MonkeyPatch
@@ -103,6 +103,20 @@ def test_decide_requests_keeps_the_processor_labels(monkeypatch: pytest.MonkeyPa
                                                                           strict=True)]
     assert plans == d.decide_batch(reqs)
     assert [PATHS[p] for p in paths] == [d.decide_detailed(r).path for r in reqs]
+
+
+def test_decide_rows_equals_decide_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flat rows with their labels (the service's batch intake) decide as the Requests do,
+    paths included, with named processors grouped and the single-form rows labelled."""
+    d = Dispatcher.load(model="resnet18")
+    reqs = _mixed(300, 7)
+    monkeypatch.setattr(rb, "mac_proportional", lambda profile, label: label == "")
+    d._plain_labels.clear()
+    want = d.decide_requests(reqs)
+    rows = np.asarray([rf.from_request(r) for r in reqs], dtype=np.float64)
+    got = d.decide_rows(rows, [(r.device, r.server) for r in reqs])
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert len(set(want[3].tolist())) > 1                  # more than one path among them
 
 
 @pytest.mark.parametrize("bits", [DEFAULT_BITS, (2, 32), (4, 8, 16, 32)])
