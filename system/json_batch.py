@@ -32,6 +32,7 @@ _ALLOWED = frozenset(REQUEST_JSON_FIELDS)
 _REQUIRED_SET = frozenset(_REQUIRED)
 _NUMBER = frozenset((float, int))
 _SPEED = "dev_speed_factor"
+_CATALOG_KEYS = frozenset(f.json_key for f in REQUEST_FIELDS if f.catalog)
 
 
 class JsonRows(NamedTuple):
@@ -45,9 +46,12 @@ class JsonRows(NamedTuple):
 
 def json_rows(items: Sequence[object]) -> JsonRows:
     """Check a batch of request JSON values in groups (see the module docstring)."""
-    groups: dict[tuple[frozenset, object, object], list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
+    names: list[tuple[str | None, str | None]] = []
     deferred: list[int] = []
+    complete: dict[frozenset, bool] = {}
     for i, d in enumerate(items):
+        names.append((None, None))
         if type(d) is not dict:
             deferred.append(i)
             continue
@@ -55,12 +59,17 @@ def json_rows(items: Sequence[object]) -> JsonRows:
         if type(dev) is not str and dev is not None or type(srv) is not str and srv is not None:
             deferred.append(i)
             continue
-        groups.setdefault((frozenset(d), dev, srv), []).append(i)
+        names[i] = (dev, srv)
+        keys = frozenset(d)
+        full = complete.get(keys)
+        if full is None:
+            full = complete[keys] = _CATALOG_KEYS <= keys
+        # with every catalog field given, names only label the request (and must be known)
+        groups.setdefault((keys,) if full else (keys, dev, srv), []).append(i)
     parts: list[np.ndarray] = []
     taken: list[int] = []
-    labels: list[tuple[str, str]] = []
-    for (keys, dev, srv), idx in groups.items():
-        got = _group(keys, dev, srv, [items[i] for i in idx])  # type: ignore[misc]
+    for key, idx in groups.items():
+        got = _group(key[0], [items[i] for i in idx], [names[i] for i in idx])  # type: ignore[misc]
         if got is None:
             deferred.extend(idx)
             continue
@@ -68,13 +77,13 @@ def json_rows(items: Sequence[object]) -> JsonRows:
         good = np.flatnonzero(ok)
         parts.append(M[good])
         taken.extend(idx[j] for j in good.tolist())
-        labels.extend([(dev or "", srv or "")] * good.size)
         deferred.extend(idx[j] for j in np.flatnonzero(~ok).tolist())
     rows = np.concatenate(parts) if parts else np.zeros((0, len(SCALAR_NAMES) + len(
         WIDTH_FIELDS) * len(KERNEL_WIDTHS)))
     order = np.argsort(np.asarray(taken, dtype=np.int64), kind="stable")
-    return JsonRows(rows[order], [taken[j] for j in order.tolist()],
-                    [labels[j] for j in order.tolist()], sorted(deferred))
+    taken = [taken[j] for j in order.tolist()]
+    return JsonRows(rows[order], taken, [(names[i][0] or "", names[i][1] or "") for i in taken],
+                    sorted(deferred))
 
 
 def _numbers(values: list[object]) -> tuple[np.ndarray, np.ndarray]:
@@ -117,23 +126,33 @@ def _widths(tables: list[object], lo: float) -> tuple[np.ndarray, np.ndarray]:
     return out, ok
 
 
-def _group(keys: frozenset, dev: str | None, srv: str | None, ds: list[dict]
+def _group(keys: frozenset, ds: list[dict], names: list[tuple[str | None, str | None]]
            ) -> tuple[np.ndarray, np.ndarray] | None:
     """The flat rows of one group and which pass every check; None defers the whole group
-    (its keys, names or catalog entries are not what a valid request has)."""
-    if not keys <= _ALLOWED or not _REQUIRED_SET <= keys \
-            or ("device" in keys and dev is None) or ("server" in keys and srv is None):
-        return None
-    try:
-        named = _catalog_si(dev, srv)
-    except QsplitInputError:
+    (its keys or its catalog entries are not what a valid request has). A group gives every
+    catalog field, or names one device and server."""
+    if not keys <= _ALLOWED or not _REQUIRED_SET <= keys:
         return None
     n = len(ds)
     ok = np.ones(n, dtype=bool)
+    known: dict[tuple[str | None, str | None], dict | None] = {}
+    for pair in dict.fromkeys(names):
+        try:
+            known[pair] = _catalog_si(*pair)
+        except QsplitInputError:                      # an unknown name
+            known[pair] = None
+    for j, (dev, srv) in enumerate(names):
+        if known[(dev, srv)] is None or ("device" in keys and dev is None) \
+                or ("server" in keys and srv is None):
+            ok[j] = False
+    named = known[names[0]] if len(known) == 1 else {}
+    if named is None:
+        return None
     cols: dict[str, np.ndarray] = {}
     for f in REQUEST_FIELDS:
-        if f.json_key in keys:
-            raw = [d[f.json_key] for d in ds]
+        key = f.json_key
+        if key in keys:
+            raw = [d[key] for d in ds]
             if f.per_width:
                 cols[f.name], good = _widths(raw, 0.0)
             else:

@@ -156,7 +156,10 @@ _CONTAINERS_OR_DICT = (dict, *_CONTAINERS)
 # ------------------------------------------------------------------------------ JSON
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = dict(pairs)
+    if len(out) == len(pairs):                  # no key twice (the dict built in C)
+        return out
+    out = {}
     for k, v in pairs:
         if k in out:
             raise _RefusedError(f"duplicate key {shown(k)}; each key may appear once",
