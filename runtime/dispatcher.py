@@ -322,12 +322,15 @@ class Dispatcher:
         out: list[Plan | BatchItemError | None] = [None] * len(requests)
         sources: list[Source] = []
         where: list[int] = []
-        for i, r in enumerate(requests):
-            try:
-                sources.append(r if isinstance(r, Request) else rf.from_mapping(r, f"request[{i}]"))
-                where.append(i)
-            except QsplitInputError as exc:
-                out[i] = BatchItemError(i, str(exc))
+        if all(type(r) is Request for r in requests):          # validated already
+            sources, where = list(requests), list(range(len(requests)))
+        else:
+            for i, r in enumerate(requests):
+                try:
+                    sources.append(r if isinstance(r, Request) else rf.from_mapping(r, f"request[{i}]"))
+                    where.append(i)
+                except QsplitInputError as exc:
+                    out[i] = BatchItemError(i, str(exc))
         if sources:
             cuts, w_idx, act_idx, _ = rb.decide_matrix(self, _matrix(sources), sources)
             # a batch holds few distinct plans: build (or look up) each once
@@ -342,6 +345,8 @@ class Dispatcher:
                 if plan is None:
                     plan = known[row] = self._plan((row[0], list(row[2:2 + row[0]]), row[1]))
                 plans.append(plan)
+            if len(where) == len(out):
+                return list(map(plans.__getitem__, inverse.tolist()))
             for j, k in zip(where, inverse.tolist(), strict=True):
                 out[j] = plans[k]
         return out  # type: ignore[return-value]

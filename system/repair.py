@@ -102,10 +102,6 @@ def repair_indices(T: UnitTables, eps_pp: float, cut: int, w_idx: np.ndarray,
                       repaired=steps > 0 or fallback, fallback=fallback)
 
 
-#: Plans left over budget below which :func:`repair_batch` goes on one plan at a time.
-SCALAR_TAIL = 8
-
-
 def _rows_best(D: np.ndarray, C: np.ndarray, cur: np.ndarray, enabled: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_row_best` of many rows at once: D, C (..., K), cur and enabled (...)."""
@@ -136,8 +132,9 @@ def repair_batch(c_w: np.ndarray, fixed: np.ndarray, d_w: np.ndarray, d_a: np.nd
     activation, enabled at an inner cut), so "first row" breaks ties as the scalar form
     does. Each step moves every plan still over budget by its own best move (a loop over
     steps, vectorised over the plans), and the drop is re-added in the scalar form's order
-    (:func:`drop_sums_pp`). The greedy depends on the current plan only, so the last few
-    plans, once too few to pay for a vectorised step, go on with ``repair_indices`` itself.
+    (:func:`drop_sums_pp`). Plans still moving are compacted once half are done. (Handing
+    the last few to ``repair_indices`` was slower: it costs 35-100 us a plan, a step here
+    about as much for all of them, and the last plans need one or two moves.)
     Returns (cuts, weight indices (N, L) with the 32-bit index past the cut, act indices,
     fallback): what ``repair_indices`` gives for each plan (tested).
     """
@@ -163,7 +160,7 @@ def repair_batch(c_w: np.ndarray, fixed: np.ndarray, d_w: np.ndarray, d_a: np.nd
         D, C, c, e, o, lim = D[idx], C[idx], cur[idx], enabled[idx], on[idx], limit_pp[idx]
         best_s, best_dd, best_j = _rows_best(D, C, c, e)
         live = np.ones(idx.size, dtype=bool)         # finished plans stay, unmoved, until
-        while np.count_nonzero(live) > SCALAR_TAIL:  # half are done (fewer numpy calls)
+        while live.any():                            # until half are done (fewer calls)
             m = np.arange(idx.size)
             top_s = best_s.max(axis=1)
             tied = best_s == top_s[:, None]
@@ -179,14 +176,6 @@ def repair_batch(c_w: np.ndarray, fixed: np.ndarray, d_w: np.ndarray, d_a: np.nd
             if 2 * np.count_nonzero(live) < live.size:
                 idx, D, C, c, e, o, lim = idx[live], D[live], C[live], c[live], e[live], o[live], lim[live]
                 best_s, best_dd, best_j, live = best_s[live], best_dd[live], best_j[live], live[live]
-    for i in idx[live].tolist():
-        p = int(cuts[i])
-        res = repair_indices(UnitTables(bits=tuple(bits), c_w=c_w[i], d_w=d_w, fixed=fixed[i], d_a=d_a,
-                                        compounding=compounding),
-                             float(eps_pp[i]), p, cur[i, :L], int(cur[i, L]))
-        over[i] = res.fallback
-        if not res.fallback:
-            cur[i, :p], cur[i, L] = res.w_idx, res.a_idx
     cuts = np.where(over, 0, cuts)
     w = np.where(np.arange(L)[None, :] < cuts[:, None], cur[:, :L], k32)
     return cuts, w, np.where(over, k32, cur[:, L]), over
