@@ -20,6 +20,7 @@ their tables and prices are computed per group, with the names.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,6 +36,9 @@ from system.request import Request
 
 if TYPE_CHECKING:
     from runtime.dispatcher import Dispatcher, Source
+
+_LABELS_OF = attrgetter("device", "server")
+
 
 def _plain(d: Dispatcher, label: str) -> bool:
     """:func:`runtime.trivial.mac_proportional`, kept per label."""
@@ -81,12 +85,13 @@ def _policy(d: Dispatcher, obs: np.ndarray, limit: np.ndarray
     cuts = logits[:, :L + 1].argmax(1)
     inner = (cuts > 0) & (cuts < L)
     heads = logits[:, L + 1:].reshape(N, L + 1, K)
-    act_idx = np.where(inner, heads[:, 0].argmax(1), d.net.k32)
-    w_idx = heads[:, 1:].argmax(2)
+    best = heads.argmax(2)
+    act_idx = np.where(inner, best[:, 0], d.net.k32)
+    w_idx = best[:, 1:]
     # a gemm rounds unlike a gemv: rows with a near tie are decided by the single form
-    tie = near_tie(logits[:, :L + 1])
+    tie = near_tie(logits[:, :L + 1], cuts)
     used = np.concatenate([inner[:, None], np.arange(L)[None, :] < cuts[:, None]], axis=1)
-    tie |= np.any(used & near_tie(heads), axis=1)
+    tie |= np.any(used & near_tie(heads, best), axis=1)
     for i in np.flatnonzero(tie).tolist():
         row_logits = d.net.forward(obs[i].tolist())
         row_logits += d.mask.rows[mask_rows[i]]
@@ -103,7 +108,8 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
     named by ``labels`` ((device, server) per row; default: a Request's own, else none)."""
     if labels is None and sources is not None:
         blank = ("", "")
-        labels = [(s.device, s.server) if isinstance(s, Request) else blank for s in sources]
+        labels = list(map(_LABELS_OF, sources)) if set(map(type, sources)) == {Request} else \
+            [(s.device, s.server) if isinstance(s, Request) else blank for s in sources]
     N, L, k32 = len(M), d.L, d.net.k32
     arr = rf.columns(M)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

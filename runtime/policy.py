@@ -9,6 +9,7 @@ two best logits are that close (:func:`near_tie` finds those rows for the batch 
 from __future__ import annotations
 
 import bisect
+import functools
 import struct
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from runtime.bundle import Bundle, BundleError
 from system.accuracy import FEAS_TOL_PP, drop_limit_pp
 from system.cost import UnitTables
+from system.reduce import max_last
 
 #: Cap on the precomputed mask table, in entries, per bundle.
 MASK_TABLE_MAX = 4_000_000
@@ -141,14 +143,32 @@ class PolicyNet:
         return p, heads[1:], (heads[0] if p < L else self.k32)
 
 
-def near_tie(logits: np.ndarray, rel: float = 1e-4) -> np.ndarray:
-    """Whether the best two entries along the last axis are within ``rel`` of each other."""
-    if logits.shape[-1] < 2:
+def near_tie(logits: np.ndarray, best: np.ndarray | None = None, rel: float = 1e-4
+             ) -> np.ndarray:
+    """Whether the best two entries along the last axis are within ``rel`` of each other.
+
+    ``best``: the argmax along the last axis, if the caller has it. The gap to the second
+    best is the least of ``top - x`` over the other entries: the same float as ``top -
+    second`` (rounding is monotone). On a short axis (a head's few options) that least is
+    taken across the slices (:mod:`system.reduce`), far quicker than a partition.
+    """
+    K = logits.shape[-1]
+    if K < 2:
         return np.zeros(logits.shape[:-1], dtype=bool)
-    two = np.partition(logits, -2, axis=-1)[..., -2:]
-    top = two[..., 1]
     with np.errstate(invalid="ignore"):
-        return (top - two[..., 0]) <= rel * (1.0 + np.abs(top))
+        if K > SHORT_AXIS:
+            two = np.partition(logits, -2, axis=-1)[..., -2:]
+            top, gap = two[..., 1], two[..., 1] - two[..., 0]
+        else:
+            at = logits.argmax(axis=-1) if best is None else best
+            top = max_last(logits)
+            gap = functools.reduce(np.minimum, [np.where(at == k, np.inf, top - logits[..., k])
+                                                for k in range(K)])
+        return gap <= rel * (1.0 + np.abs(top))
+
+
+#: The longest last axis :func:`near_tie` reduces across its slices.
+SHORT_AXIS = 8
 
 
 def _relu(x: np.ndarray, out: np.ndarray) -> None:

@@ -289,7 +289,9 @@ class TrivialPlans:
                              np.where(safe[:, None], prices, 0.0) @ Q.T, np.inf)
         pick = costs.argmin(axis=1)
         best = costs[rows, pick]
-        second = np.partition(costs, 1, axis=1)[:, 1] if costs.shape[1] > 1 else np.full(N, np.inf)
+        others = costs.copy()                    # the second least: the least of the others
+        others[rows, pick] = np.inf
+        second = others.min(axis=1)
         threshold = mine * (1.0 - REL_TOL)
         close = (second <= best * (1.0 + 1e-12)) | (np.abs(best - threshold) <= 1e-12 * threshold)
         undecided = (n > 0) & (~safe | close)

@@ -33,8 +33,8 @@ from fastapi.responses import Response
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request as HTTPRequest
 
-from runtime.bundle import SIG_FILE, SUMS_FILE, sha256_file
 from runtime.batch import unique_rows
+from runtime.bundle import SIG_FILE, SUMS_FILE, sha256_file
 from runtime.dispatcher import FALLBACKS, PATHS, Dispatcher, default_bundle_path
 from runtime.features import from_request, to_request
 from service.metrics import Metrics
@@ -198,9 +198,9 @@ def _openapi(app: FastAPI) -> Callable[[], dict]:
 
 def create_app(cfg: ServiceConfig | None = None) -> FastAPI:
     """The app serving ``cfg``'s bundles (verified here; refused with a one-line error)."""
-    from service.routes import add_routes
-
     from threadpoolctl import threadpool_limits
+
+    from service.routes import add_routes
 
     cfg = cfg or ServiceConfig()
     threadpool_limits(cfg.blas_threads, user_api="blas")     # for this process's lifetime

@@ -56,14 +56,14 @@ def json_rows(items: Sequence[object]) -> JsonRows:
             deferred.append(i)
             continue
         dev, srv = d.get("device"), d.get("server")
-        if type(dev) is not str and dev is not None or type(srv) is not str and srv is not None:
+        if (type(dev) is not str and dev is not None) or (type(srv) is not str and srv is not None):
             deferred.append(i)
             continue
         names[i] = (dev, srv)
         keys = frozenset(d)
         full = complete.get(keys)
         if full is None:
-            full = complete[keys] = _CATALOG_KEYS <= keys
+            full = complete[keys] = keys >= _CATALOG_KEYS
         # with every catalog field given, names only label the request (and must be known)
         groups.setdefault((keys,) if full else (keys, dev, srv), []).append(i)
     parts: list[np.ndarray] = []
@@ -95,7 +95,7 @@ def _numbers(values: list[object]) -> tuple[np.ndarray, np.ndarray]:
             return np.array(values, dtype=np.float64), np.ones(len(values), dtype=bool)
         except OverflowError:                 # an integer past the largest double
             pass
-    ok = np.fromiter((type(v) is float or type(v) is int and abs(v) < 2 ** 1023
+    ok = np.fromiter((type(v) is float or (type(v) is int and abs(v) < 2 ** 1023)
                       for v in values), dtype=bool, count=len(values))
     x = np.array([v if good else np.nan for v, good in zip(values, ok.tolist(), strict=True)],
                  dtype=np.float64)
@@ -131,7 +131,7 @@ def _group(keys: frozenset, ds: list[dict], names: list[tuple[str | None, str | 
     """The flat rows of one group and which pass every check; None defers the whole group
     (its keys or its catalog entries are not what a valid request has). A group gives every
     catalog field, or names one device and server."""
-    if not keys <= _ALLOWED or not _REQUIRED_SET <= keys:
+    if not keys <= _ALLOWED or not keys >= _REQUIRED_SET:
         return None
     n = len(ds)
     ok = np.ones(n, dtype=bool)

@@ -33,6 +33,7 @@ from system.cost import UnitTables, drop_sum_pp, drop_sums_pp, unit_tables
 from system.evidence import Compounding
 from system.plan import NO_ACT_BITS, Plan, PlanResult
 from system.profiles import ModelProfile
+from system.reduce import max_last
 from system.request import Request
 
 
@@ -114,9 +115,9 @@ def _rows_best(D: np.ndarray, C: np.ndarray, cur: np.ndarray, enabled: np.ndarra
     valid = (np.arange(K) > cur[..., None]) & (dd > 0.0) & enabled[..., None]
     pos = dc > 0.0
     s = np.where(valid, np.where(pos, dd / np.where(pos, dc, 1.0), np.inf), -np.inf)
-    best_s = s.max(axis=-1)
+    best_s = max_last(s)
     dd[~(valid & (s == best_s[..., None]))] = -np.inf
-    best_dd = dd.max(axis=-1)
+    best_dd = max_last(dd)
     return best_s, best_dd, np.argmax(dd == best_dd[..., None], axis=-1)
 
 

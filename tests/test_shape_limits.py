@@ -39,5 +39,5 @@ def test_a_structure_that_contains_itself_is_refused() -> None:
 def test_yaml_alias_bomb_is_refused() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]
-    with pytest.raises(QsplitInputError, match="more than .* values"):
+    with pytest.raises(QsplitInputError, match=r"more than .* values"):
         parse_yaml("\n".join(lines), "doc")
