@@ -39,10 +39,12 @@ def kernel_kappa(bits: np.ndarray, kappa: np.ndarray) -> np.ndarray:
 
     ``kappa`` is aligned with :data:`KERNEL_WIDTHS`; 0 marks a width with no native kernel.
     A device without int4 runs 2-4 bits as int8; 6 bits run as int8; 16 as fp16 or fp32.
+    ``kappa`` (W,) gives ``bits``' shape; many devices' (N, W) give (N, *bits.shape).
     """
     b = np.asarray(bits)
     widths = np.asarray(KERNEL_WIDTHS)
     kap = np.asarray(kappa, dtype=np.float64)
-    usable = (widths[None, :] >= b.reshape(-1)[:, None]) & (kap[None, :] > 0)
-    first = np.argmax(usable, axis=1)
-    return kap[first].reshape(b.shape)
+    usable = (widths[None, :] >= b.reshape(-1)[:, None]) & (kap[..., None, :] > 0)
+    first = np.argmax(usable, axis=-1)
+    out = np.take_along_axis(kap[..., None, :], first[..., None], axis=-1)[..., 0]
+    return out.reshape(*kap.shape[:-1], *b.shape)

@@ -353,9 +353,7 @@ def unit_tables_batch(profile: ModelProfile, arrays: dict[str, np.ndarray],
     w_rx, w_comp = 1.0 + beta * col("p_rx_w"), 1.0 + beta * col("p_comp_w")
     w_tx, w_idle = 1.0 + beta * col("p_tx_w"), 1.0 + beta * col("p_idle_w")
     if kap is None:
-        kappa = np.asarray(arrays["dev_kappa"], dtype=np.float64)
-        rows, inverse = np.unique(kappa, axis=0, return_inverse=True)
-        kap = np.stack([kernel_kappa(np.asarray(bits), k) for k in rows])[inverse.reshape(-1)]
+        kap = kernel_kappa(np.asarray(bits), arrays["dev_kappa"])
     t_dev = unit_time(profile, device).seconds(col("dev_flops_per_s"), kap[:, :, None])
     c_w = (profile.params[:, None] * b[None, :] / (col("down_bps") * col("reuse"))) * w_rx \
         + t_dev.transpose(0, 2, 1) * w_comp
