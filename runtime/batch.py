@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from runtime import features as rf
-from runtime.policy import near_tie
+from runtime.policy import argmax_near_tie, near_tie
 from runtime.trivial import mac_proportional
 from system.accuracy import drop_limit_pp
 from system.bits import kernel_kappa
@@ -93,13 +93,13 @@ def _policy(d: Dispatcher, obs: np.ndarray, limit: np.ndarray
     cuts = logits[:, :L + 1].argmax(1)
     inner = (cuts > 0) & (cuts < L)
     heads = logits[:, L + 1:].reshape(N, L + 1, K)
-    best = heads.argmax(2)
+    # a gemm rounds unlike a gemv: rows with a near tie are decided by the single form
+    best, head_tie = argmax_near_tie(heads)
     act_idx = np.where(inner, best[:, 0], d.net.k32)
     w_idx = best[:, 1:]
-    # a gemm rounds unlike a gemv: rows with a near tie are decided by the single form
-    tie = near_tie(logits[:, :L + 1], cuts)
+    tie = near_tie(logits[:, :L + 1])
     used = np.concatenate([inner[:, None], np.arange(L)[None, :] < cuts[:, None]], axis=1)
-    tie |= np.any(used & near_tie(heads, best), axis=1)
+    tie |= np.any(used & head_tie, axis=1)
     for i in np.flatnonzero(tie).tolist():
         row_logits = d.net.forward(obs[i].tolist())
         row_logits += d.mask.rows[mask_rows[i]]

@@ -3,13 +3,13 @@
 The MLP runs in float32 like the trained policy, biases folded into the matrices. Rounding:
 numpy's float32 products are not torch's, nor is a batch product (gemm) summed in the order
 of a single one (gemv); both differ by ~1e-7 of the logits, which can only flip a head whose
-two best logits are that close (:func:`near_tie` finds those rows for the batch form).
+two best logits are that close (:func:`near_tie` and :func:`argmax_near_tie` find those
+rows for the batch form).
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
 import struct
 
 import numpy as np
@@ -17,7 +17,6 @@ import numpy as np
 from runtime.bundle import Bundle, BundleError
 from system.accuracy import FEAS_TOL_PP, drop_limit_pp
 from system.cost import UnitTables
-from system.reduce import max_last
 
 #: Cap on the precomputed mask table, in entries, per bundle.
 MASK_TABLE_MAX = 4_000_000
@@ -143,32 +142,35 @@ class PolicyNet:
         return p, heads[1:], (heads[0] if p < L else self.k32)
 
 
-def near_tie(logits: np.ndarray, best: np.ndarray | None = None, rel: float = 1e-4
-             ) -> np.ndarray:
-    """Whether the best two entries along the last axis are within ``rel`` of each other.
-
-    ``best``: the argmax along the last axis, if the caller has it. The gap to the second
-    best is the least of ``top - x`` over the other entries: the same float as ``top -
-    second`` (rounding is monotone). On a short axis (a head's few options) that least is
-    taken across the slices (:mod:`system.reduce`), far quicker than a partition.
-    """
-    K = logits.shape[-1]
-    if K < 2:
+def near_tie(logits: np.ndarray, rel: float = 1e-4) -> np.ndarray:
+    """Whether the best two entries along the last axis are within ``rel`` of each other."""
+    if logits.shape[-1] < 2:
         return np.zeros(logits.shape[:-1], dtype=bool)
+    two = np.partition(logits, -2, axis=-1)[..., -2:]
+    top = two[..., 1]
     with np.errstate(invalid="ignore"):
-        if K > SHORT_AXIS:
-            two = np.partition(logits, -2, axis=-1)[..., -2:]
-            top, gap = two[..., 1], two[..., 1] - two[..., 0]
-        else:
-            at = logits.argmax(axis=-1) if best is None else best
-            top = max_last(logits)
-            gap = functools.reduce(np.minimum, [np.where(at == k, np.inf, top - logits[..., k])
-                                                for k in range(K)])
-        return gap <= rel * (1.0 + np.abs(top))
+        return (top - two[..., 0]) <= rel * (1.0 + np.abs(top))
 
 
-#: The longest last axis :func:`near_tie` reduces across its slices.
-SHORT_AXIS = 8
+def argmax_near_tie(x: np.ndarray, rel: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """The argmax along a short last axis (the first index of the best, as ``np.argmax``)
+    and whether a second entry comes within ``rel`` of the best (:func:`near_tie`'s margin,
+    counted: an entry at least ``top - rel * (1 + |top|)``); a row holding NaN counts as a
+    near tie, left to the single form.
+
+    Elementwise across the axis's slices: numpy reduces a short last axis one output at a
+    time (0.39 ms for the argmax and the partition of 1,024 x 13 heads of 7, 0.1 ms so).
+    """
+    slices = np.moveaxis(x, -1, 0).copy()           # each option's entries contiguous
+    top = np.maximum.reduce(slices, axis=0)
+    best = np.zeros(top.shape, dtype=np.int64)
+    close = np.zeros(top.shape, dtype=np.uint8)
+    with np.errstate(invalid="ignore"):
+        floor = top - rel * (1.0 + np.abs(top))
+        for k in range(len(slices) - 1, -1, -1):      # the last assignment is the first best
+            np.putmask(best, slices[k] == top, k)
+            close += slices[k] >= floor
+        return best, (close >= 2) | np.isnan(top)
 
 
 def _relu(x: np.ndarray, out: np.ndarray) -> None:

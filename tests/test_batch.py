@@ -200,3 +200,22 @@ def test_support_bounds_equal_the_float32_comparison() -> None:
                     want = not all(lo[i] <= y[i] <= hi[i] for i in range(n))
                     assert check.outside(x) == want, (j, f)
         assert check.outside([float("nan"), *mid[1:]])
+
+
+def test_argmax_near_tie_equals_argmax_and_near_tie() -> None:
+    """The slice-wise argmax and near-tie test of the batch heads give np.argmax (first
+    index of the best) and near_tie's answer; rows with NaN are left to the single form."""
+    from runtime.policy import argmax_near_tie, near_tie
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(600, 13, 7)).astype(np.float32)
+    x[:100, :, 3] = x[:100, :, 0]                          # exact ties: the first index wins
+    x[100:200, :, 2] = x[100:200, :, 5] * np.float32(1 + 3e-5)   # near ties
+    x[200:260, :, 6] = x[200:260, :, 1] + np.float32(0.5)          # clear winners
+    x[260:300, :, 1] = -np.inf                             # masked options
+    x[300:310, 4, 4] = np.nan
+    best, tie = argmax_near_tie(x)
+    ok = ~np.isnan(x).any(axis=-1)
+    assert np.array_equal(best[ok], x.argmax(axis=-1)[ok])
+    assert np.array_equal(tie[ok], near_tie(x)[ok]) and tie[ok].sum() > 100
+    assert tie[~ok].all()
