@@ -54,7 +54,7 @@ from runtime.support import SupportCheck
 from runtime.trivial import TrivialPlans
 from system.accuracy import drop_limit_pp
 from system.bits import KERNEL_WIDTHS
-from system.cost import drop_sum_pp, drop_tables, plan_report, unit_tables
+from system.cost import drop_sum_pp, drop_tables, plan_reports, unit_tables
 from system.errors import QsplitInputError
 from system.fields import SCALAR_NAMES, WIDTH_FIELDS
 from system.optimal import solve
@@ -304,12 +304,13 @@ class Dispatcher:
         source, _ = self._intake(request)
         req = _as_request(source)
         d = self.decide_detailed(req)
-        out = {"model": self.profile.name, "path": d.path, **plan_report(self.profile, req, d.plan),
+        plans = [d.plan] if d.policy_plan == d.plan else [d.plan, d.policy_plan]
+        reports = plan_reports(self.profile, req, plans)
+        out = {"model": self.profile.name, "path": d.path, **reports[0],
                "out_of_range": d.out_of_range}
-        if d.policy_plan != d.plan:
-            pr = plan_report(self.profile, req, d.policy_plan)
-            out["policy_plan"] = {k: pr[k] for k in ("cut", "weight_bits", "act_bits", "cost",
-                                                     "drop_pp", "feasible")}
+        if len(reports) > 1:
+            out["policy_plan"] = {k: reports[1][k] for k in ("cut", "weight_bits", "act_bits",
+                                                             "cost", "drop_pp", "feasible")}
         return out
 
     # ------------------------------------------------------------------ batches

@@ -46,5 +46,7 @@ def kernel_kappa(bits: np.ndarray, kappa: np.ndarray) -> np.ndarray:
     kap = np.asarray(kappa, dtype=np.float64)
     usable = (widths[None, :] >= b.reshape(-1)[:, None]) & (kap[..., None, :] > 0)
     first = np.argmax(usable, axis=-1)
+    if kap.ndim == 1:
+        return kap[first].reshape(b.shape)
     out = np.take_along_axis(kap[..., None, :], first[..., None], axis=-1)[..., 0]
     return out.reshape(*kap.shape[:-1], *b.shape)
