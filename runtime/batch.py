@@ -180,9 +180,12 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
             rows = np.flatnonzero(group == g)
             if not rows.size:
                 continue
-            prices = d.trivial.prices_batch({k: v[rows] for k, v in arr.items()}, kap[rows], dev, srv)
-            pick, undecided = d.trivial.floor_batch(prices, cuts[rows], w_idx[rows],
-                                                    act_idx[rows], limit[rows], dev, srv)
+            every = rows.size == N                      # one group: no rows to gather
+            sub = arr if every else {k: v[rows] for k, v in arr.items()}
+            prices = d.trivial.prices_batch(sub, kap if every else kap[rows], dev, srv)
+            pick, undecided = d.trivial.floor_batch(
+                prices, *((cuts, w_idx, act_idx, limit) if every else
+                          (cuts[rows], w_idx[rows], act_idx[rows], limit[rows])), dev, srv)
             for j in np.flatnonzero(pick >= 0).tolist():
                 put(int(rows[j]), d.trivial.actions[int(pick[j])])
                 paths[rows[j]] = d.path_code("trivial")

@@ -272,7 +272,7 @@ class TrivialPlans:
         bits_f = np.asarray(self._bits_f)
         K = len(bits_f)
         q = np.empty((N, Q.shape[1]))
-        q[:, 0] = np.where(on, params * bits_f[w_idx], 0.0).sum(axis=1)
+        q[:, 0] = np.where(on, bits_f[w_idx], 0.0) @ params
         q[:, 1:1 + K] = np.bincount((rows[:, None] * K + w_idx).ravel(),
                                     np.where(on, np.asarray(work), 0.0).ravel(), N * K).reshape(N, K)
         q[:, 1 + K] = np.asarray(self._up)[cuts, act_idx]
@@ -283,8 +283,8 @@ class TrivialPlans:
             q[:, 5 + K] = cuts
             q[:, 6 + K] = L - cuts
         with np.errstate(over="ignore", invalid="ignore"):
-            mine = (q * prices).sum(axis=1)
-            safe = prices.sum(axis=1) * q_max < _SAFE
+            mine = np.einsum("ij,ij->i", q, prices)
+            safe = prices @ np.ones(prices.shape[1]) * q_max < _SAFE
             costs = np.where(np.arange(len(self.actions))[None, :] < n[:, None],
                              np.where(safe[:, None], prices, 0.0) @ Q.T, np.inf)
         pick = costs.argmin(axis=1)
