@@ -301,8 +301,7 @@ class Dispatcher:
 
     def report(self, request: Request | Mapping[str, object]) -> dict:
         """The decision as the command line prints it: plan, figures and path."""
-        source, _ = self._intake(request)
-        req = _as_request(source)
+        req = request if isinstance(request, Request) else rf.to_request(rf.from_mapping(request))
         d = self.decide_detailed(req)
         plans = [d.plan] if d.policy_plan == d.plan else [d.plan, d.policy_plan]
         reports = plan_reports(self.profile, req, plans)

@@ -43,7 +43,7 @@ def _act_drop(sens_a: np.ndarray, cuts: np.ndarray, abits: np.ndarray,
     cuts = np.asarray(cuts)
     L = len(sens_a)
     inner = (cuts > 0) & (cuts < L)
-    at = np.clip(cuts - 1, 0, L - 1)
+    at = np.minimum(np.maximum(cuts - 1, 0), L - 1)
     return np.where(inner, _noise(sens_a[at], np.asarray(abits), None if floors is None
                                   else floors[at]), 0.0)
 

@@ -100,15 +100,18 @@ def bits_at_cut(profile: ModelProfile, cuts: np.ndarray, abits: np.ndarray) -> n
     """Bits sent up: the raw input at cut 0, the cut tensor at b_a bits, nothing at cut L."""
     cuts = np.asarray(cuts)
     L = profile.n_units
-    inner = profile.out_elems[np.clip(cuts - 1, 0, L - 1)] * np.asarray(abits)
+    inner = profile.out_elems[np.minimum(np.maximum(cuts - 1, 0), L - 1)] * np.asarray(abits)
     out = np.where(cuts == 0, float(profile.in_elems * profile.input_bits), inner)
     return np.where(cuts >= L, 0.0, out)
 
 
-def t_up_s(profile: ModelProfile, req: Request, cuts: np.ndarray, abits: np.ndarray) -> np.ndarray:
-    """Uplink time: half a round trip plus the serialisation of the cut tensor."""
+def t_up_s(profile: ModelProfile, req: Request, cuts: np.ndarray, abits: np.ndarray,
+           up_bits: np.ndarray | None = None) -> np.ndarray:
+    """Uplink time: half a round trip plus the serialisation of the cut tensor
+    (``up_bits``: :func:`bits_at_cut`'s answer, where the caller has it)."""
     cuts = np.asarray(cuts)
-    return (cuts < profile.n_units) * (req.rtt_s / 2.0 + bits_at_cut(profile, cuts, abits) / req.up_bps)
+    bits = bits_at_cut(profile, cuts, abits) if up_bits is None else up_bits
+    return (cuts < profile.n_units) * (req.rtt_s / 2.0 + bits / req.up_bps)
 
 
 def server_suffix_s(profile: ModelProfile, req: Request) -> np.ndarray:
@@ -171,7 +174,8 @@ def evaluate_arrays(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits
     abits = np.asarray(abits)
     td = t_down_s(profile, req, cuts, wbits)
     tc = t_dev_s(profile, req, cuts, wbits)
-    tu = t_up_s(profile, req, cuts, abits)
+    up_bits = bits_at_cut(profile, cuts, abits)
+    tu = t_up_s(profile, req, cuts, abits, up_bits)
     ts = t_srv_s(profile, req, cuts)
     lat = td + tc + tu + ts
     en = req.p_rx_w * td + req.p_comp_w * tc + req.p_tx_w * tu + req.p_idle_w * ts
@@ -180,7 +184,7 @@ def evaluate_arrays(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits
                        energy_j=en, cost=lat + req.beta_s_per_j * en, drop_pp=dr,
                        feasible=is_feasible(dr, req.eps_pp),
                        payload_reduction=payload_reduction(profile, cuts, wbits),
-                       uplink_bits=bits_at_cut(profile, cuts, abits))
+                       uplink_bits=up_bits)
 
 
 def evaluate_plans(profile: ModelProfile, req: Request, plans: list[Plan]) -> PlanFigures:
