@@ -70,7 +70,7 @@ class TrivialPlans:
         self._params = profile.params.astype(np.float64).tolist()
         self._profile = profile
         self._works: dict[tuple[str, str], tuple[list[float], list[float], UnitTime, UnitTime]] = {}
-        self._Qs: dict[tuple[str, str], np.ndarray] = {}
+        self._Qs: dict[tuple[str, str], tuple[np.ndarray, list[np.ndarray], float]] = {}
         self._bits_f = [float(b) for b in bits]
         k32 = bits.index(32)
         cuts = np.arange(L + 1)
@@ -133,15 +133,22 @@ class TrivialPlans:
 
     def quantity_matrix(self, device: str = "", server: str = "") -> np.ndarray:
         """The fixed plans' quantities (rows of ``actions``) on these (canonical) processors."""
+        return self._fixed(device, server)[0]
+
+    def _fixed(self, device: str, server: str) -> tuple[np.ndarray, list[np.ndarray], float]:
+        """The quantity matrix on these (canonical) processors, its prefixes (the plans
+        within each budget, as views made once) and its largest row sum (the overflow bound)."""
         if not (device or server):
-            return self.Q
-        Q = self._Qs.get((device, server))
-        if Q is None:
+            return self.Q, self._prefixes, self._q_max
+        got = self._Qs.get((device, server))
+        if got is None:
             if len(self._Qs) >= _CACHE_MAX:
                 self._Qs.clear()
-            Q = self._Qs[(device, server)] = np.asarray(
-                [self.quantities(a, device, server) for a in self.actions])
-        return Q
+            Q = np.asarray([self.quantities(a, device, server) for a in self.actions])
+            got = self._Qs[(device, server)] = (
+                Q, [Q[:n] for n in range(len(self.actions) + 1)],
+                float(Q.sum(axis=1).max()) if len(self.actions) else 0.0)
+        return got
 
     def kappa_of(self, kappa: tuple[float, ...]) -> list[float]:
         """:func:`system.bits.kernel_kappa` of the bit set for a device's speedups (kept: a
@@ -205,10 +212,9 @@ class TrivialPlans:
         if device or server:
             device, server = self._canonical(device, server)
         prices = self.prices(t, device, server)
-        Q = self.quantity_matrix(device, server)
-        total = sum(prices)
-        if Q is self.Q and total * self._q_max < _SAFE:      # finite, no overflow, no NaN
-            costs = self._prefixes[n].dot(np.array(prices))     # the same gemv as ``@``
+        Q, prefixes, q_max = self._fixed(device, server)
+        if sum(prices) * q_max < _SAFE:                      # finite, no overflow, no NaN
+            costs = prefixes[n].dot(np.array(prices))           # the same gemv as ``@``
             i = int(costs.argmin())
         else:
             with np.errstate(all="ignore"):
@@ -266,8 +272,7 @@ class TrivialPlans:
         rows = np.arange(N)
         on = np.arange(L)[None, :] < cuts[:, None]
         work, srv, _, _ = self._work(device, server)
-        Q = self.quantity_matrix(device, server)
-        q_max = self._q_max if Q is self.Q else float(Q.sum(axis=1).max())
+        Q, _, q_max = self._fixed(device, server)
         params = np.asarray(self._params)
         bits_f = np.asarray(self._bits_f)
         K = len(bits_f)
