@@ -174,7 +174,11 @@ def argmax_near_tie(x: np.ndarray, rel: float = 1e-4) -> tuple[np.ndarray, np.nd
 
 
 def _relu(x: np.ndarray, out: np.ndarray) -> None:
-    np.maximum(x, 0.0, out=out)
+    np.maximum(x, _ZERO32, out=out)
+
+
+#: A float32 zero as an array: half the ufunc's cost of converting the scalar 0.0 per call.
+_ZERO32 = np.zeros((), np.float32)
 
 
 #: Each activation applied in place (None: identity).
