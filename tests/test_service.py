@@ -105,6 +105,9 @@ def test_openapi_shows_the_derived_models(client) -> None:
     body = doc["paths"]["/v1/plan"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["$ref"].endswith("/PlanRequest")
     assert "PlansRequest" in doc["components"]["schemas"]
+    for path in ("/v1/plan", "/v1/plans"):
+        params = doc["paths"][path]["post"]["parameters"]
+        assert [(p["name"], p["in"], p["required"]) for p in params] == [("model", "query", False)]
 
 
 def test_the_pydantic_model_is_read_off_the_table() -> None:
