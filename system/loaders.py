@@ -145,12 +145,17 @@ def check_shape(value: object, where: str) -> object:
         if count > MAX_VALUES:
             raise QsplitInputError(f"{where}: more than {MAX_VALUES:,} values (aliases counted "
                                    "each time they are used)")
-        stack.extend([(x, depth + 1) for x in items if isinstance(x, _CONTAINERS_OR_DICT)])
+        stack.extend([(x, depth + 1) for x in items if type(x) in _EXACT or (
+            type(x) not in _SCALARS and isinstance(x, _CONTAINERS_OR_DICT))])
     return value
 
 
 _CONTAINERS = (list, tuple, set, frozenset)
 _CONTAINERS_OR_DICT = (dict, *_CONTAINERS)
+#: The containers and scalars the loaders make, known by their exact type (two set lookups
+#: are half an isinstance against five types); anything else is asked isinstance.
+_EXACT = frozenset(_CONTAINERS_OR_DICT)
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 # ------------------------------------------------------------------------------ JSON

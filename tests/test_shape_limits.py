@@ -41,3 +41,16 @@ def test_yaml_alias_bomb_is_refused() -> None:
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]
     with pytest.raises(QsplitInputError, match=r"more than .* values"):
         parse_yaml("\n".join(lines), "doc")
+
+
+def test_container_subclasses_are_walked_too() -> None:
+    from collections import OrderedDict
+
+    class Items(list):
+        pass
+
+    deep: object = 1
+    for _ in range(MAX_DEPTH):
+        deep = OrderedDict(x=Items([deep]))
+    with pytest.raises(QsplitInputError, match="nested deeper"):
+        check_shape({"doc": deep}, "doc")
