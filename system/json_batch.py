@@ -16,6 +16,7 @@ the conversions are the same IEEE operations elementwise (``tests/test_json_batc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -149,10 +150,13 @@ def _group(keys: frozenset, ds: list[dict], names: list[tuple[str | None, str | 
     if named is None:
         return None
     cols: dict[str, np.ndarray] = {}
+    given = [f.json_key for f in REQUEST_FIELDS if f.json_key in keys]
+    rows = map(itemgetter(*given), ds) if len(given) > 1 else ((d[given[0]],) for d in ds)
+    columns = dict(zip(given, zip(*rows, strict=True), strict=True))
     for f in REQUEST_FIELDS:
         key = f.json_key
         if key in keys:
-            raw = [d[key] for d in ds]
+            raw = list(columns[key])
             if f.per_width:
                 cols[f.name], good = _widths(raw, 0.0)
             else:
