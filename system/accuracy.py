@@ -35,7 +35,7 @@ def _noise(sens: np.ndarray, bits: np.ndarray, floors: np.ndarray | None) -> np.
 def _weight_drop(sens_w: np.ndarray, cuts: np.ndarray, wbits: np.ndarray,
                  floors: np.ndarray | None = None) -> np.ndarray:
     on_dev = np.arange(len(sens_w))[None, :] < np.asarray(cuts)[:, None]
-    return np.sum(np.where(on_dev, _noise(sens_w[None, :], np.asarray(wbits), floors), 0.0), axis=1)
+    return np.where(on_dev, _noise(sens_w[None, :], np.asarray(wbits), floors), 0.0).sum(axis=1)
 
 
 def _act_drop(sens_a: np.ndarray, cuts: np.ndarray, abits: np.ndarray,
@@ -90,7 +90,7 @@ def plan_drop_pp(profile: ModelProfile, plan: Plan) -> float:
 def extrapolated_tensors(profile: ModelProfile, plan: Plan) -> list[str]:
     """The tensors a plan quantizes below the widths their sensitivity was measured at
     (``unit.weight@2``, ``unit.output@3``): empty unless the profile asks to extrapolate."""
-    fw, fa = profile.evidence_floors
+    fw, fa = (f.tolist() for f in profile.evidence_floors)      # scalars: no numpy per unit
     names = profile.unit_names
     out = [f"{names[i]}.weight@{b}" for i, b in enumerate(plan.weight_bits)
            if unbacked(b, fw[i])]

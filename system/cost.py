@@ -85,7 +85,7 @@ def _on_device(profile: ModelProfile, cuts: np.ndarray) -> np.ndarray:
 def t_down_s(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits: np.ndarray) -> np.ndarray:
     """Time to ship the quantized head to the device, amortised over ``reuse`` inferences."""
     cuts = np.asarray(cuts)
-    head_bits = np.sum(_on_device(profile, cuts) * profile.params[None, :] * wbits, axis=1)
+    head_bits = (_on_device(profile, cuts) * profile.params[None, :] * wbits).sum(axis=1)
     return (cuts > 0) * (req.rtt_s + head_bits / req.down_bps) / req.reuse
 
 
@@ -93,7 +93,7 @@ def t_dev_s(profile: ModelProfile, req: Request, cuts: np.ndarray, wbits: np.nda
     """Device compute time; each width runs on the narrowest native kernel that holds it."""
     kap = kernel_kappa(wbits, np.asarray(req.dev_kappa))
     per_unit = unit_time(profile, req.device).seconds(req.dev_flops_per_s, kap)
-    return np.sum(np.where(_on_device(profile, cuts), per_unit, 0.0), axis=1)
+    return np.where(_on_device(profile, cuts), per_unit, 0.0).sum(axis=1)
 
 
 def bits_at_cut(profile: ModelProfile, cuts: np.ndarray, abits: np.ndarray) -> np.ndarray:
@@ -145,7 +145,7 @@ class PlanFigures:
 
 def device_payload(profile: ModelProfile, cuts: np.ndarray, wbits: np.ndarray) -> np.ndarray:
     """Bit-weighted FLOPs on the device: sum_{l<=p} 2 macs[l] b_w[l] / 32 (QPART's payload)."""
-    return np.sum(_on_device(profile, cuts) * 2.0 * profile.macs[None, :] * wbits / 32.0, axis=1)
+    return (_on_device(profile, cuts) * 2.0 * profile.macs[None, :] * wbits / 32.0).sum(axis=1)
 
 
 def payload_reduction(profile: ModelProfile, cuts: np.ndarray, wbits: np.ndarray) -> np.ndarray:
@@ -154,7 +154,7 @@ def payload_reduction(profile: ModelProfile, cuts: np.ndarray, wbits: np.ndarray
     A network without MACs has no payload to reduce: its reduction is 0 for every plan (the
     ratio would be 0 / 0).
     """
-    total = 2.0 * float(np.sum(profile.macs))
+    total = 2.0 * float(profile.macs.sum())
     payload = device_payload(profile, cuts, wbits)
     if total == 0.0:
         return np.zeros_like(payload)

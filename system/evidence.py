@@ -165,7 +165,10 @@ def width_floors(evidence: Sequence[TensorEvidence] | None, params: np.ndarray, 
     return fw, fa
 
 
-def unbacked(bits: np.ndarray, floors: np.ndarray) -> np.ndarray:
-    """Where a width is below its tensor's floor (32 is always backed); broadcasts."""
+def unbacked(bits: np.ndarray | int, floors: np.ndarray | float) -> np.ndarray | bool:
+    """Where a width is below its tensor's floor (32 is always backed); broadcasts, and a
+    width and a floor given as Python numbers give a bool without numpy."""
+    if type(bits) is int and type(floors) is float:
+        return bits < floors and bits != 32
     b = np.asarray(bits)
     return (b < floors) & (b != 32)
