@@ -30,9 +30,8 @@ from runtime import features as rf
 from runtime.policy import argmax_near_tie, near_tie
 from runtime.trivial import mac_proportional
 from system.accuracy import drop_limit_pp
-from system.bits import KERNEL_WIDTHS, kernel_kappa
+from system.bits import kernel_kappa
 from system.cost import drop_sums_pp, unit_tables_batch
-from system.fields import SCALAR_NAMES, WIDTH_FIELDS
 from system.repair import repair_batch
 from system.request import Request
 
@@ -68,25 +67,11 @@ def _label_groups(d: Dispatcher, labels: Sequence[tuple[str, str]] | None, n: in
 
 
 def flat_rows(sources: Sequence[Source]) -> np.ndarray:
-    """The flat rows of requests (Requests or already-validated flat tuples), (N, fields);
-    Requests alone are read a field at a time (a fifth quicker than row by row)."""
-    n = len(sources)
-    if n and set(map(type, sources)) == {Request}:
-        M = np.empty((n, len(rf.FIELDS)))
-        for j, get in enumerate(_SCALAR_GETTERS):
-            M[:, j] = np.fromiter(map(get, sources), np.float64, n)
-        j = len(_SCALAR_GETTERS)
-        for get in _WIDTH_GETTERS:
-            M[:, j:j + len(KERNEL_WIDTHS)] = list(map(get, sources))
-            j += len(KERNEL_WIDTHS)
-        return M
+    """The flat rows of requests (Requests, whose rows their validation made, or
+    already-validated flat tuples), (N, fields)."""
     return np.fromiter(chain.from_iterable(
-        s if isinstance(s, tuple) else rf.from_request(s) for s in sources),
-        np.float64, n * len(rf.FIELDS)).reshape(n, -1)
-
-
-_SCALAR_GETTERS = [attrgetter(name) for name in SCALAR_NAMES]
-_WIDTH_GETTERS = [attrgetter(f.name) for f in WIDTH_FIELDS]
+        s if isinstance(s, tuple) else s.flat_row for s in sources),
+        np.float64, len(sources) * len(rf.FIELDS)).reshape(len(sources), -1)
 
 
 def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

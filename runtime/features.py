@@ -18,7 +18,6 @@ import math
 import numbers
 import re
 from collections.abc import Callable, Mapping
-from operator import attrgetter
 
 import numpy as np
 
@@ -51,14 +50,12 @@ _DEFAULTS = {f.name: f.default for f in REQUEST_FIELDS if f.default is not None}
 _ALLOWED = frozenset((*(f.name for f in REQUEST_FIELDS), *LABELS))
 #: Identifier of each flat entry in generated code (the per-width columns, e.g. dev_kappa_8).
 _VARS = (*SCALAR_NAMES, *(c for f in WIDTH_FIELDS for c in column_names(f)))
-_values_of = attrgetter(*SCALAR_NAMES, *(f.name for f in WIDTH_FIELDS))
 _N_SCALARS = len(SCALAR_NAMES)
 
 
 def from_request(r: Request) -> tuple[float, ...]:
     """A Request (validated when it was built) as the flat tuple, without checks."""
-    v = _values_of(r)
-    return sum(v[_N_SCALARS:], v[:_N_SCALARS])
+    return r.flat_row
 
 
 def to_request(t: tuple[float, ...], device: str = "", server: str = "") -> Request:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -57,10 +57,17 @@ class Request:
     server: str = ""            # label only
 
     def __post_init__(self) -> None:
-        for name in SCALAR_NAMES:
-            FIELD_BY_NAME[name].check(getattr(self, name))
+        flat = [FIELD_BY_NAME[name].check(getattr(self, name)) for name in SCALAR_NAMES]
         for f in WIDTH_FIELDS:
-            check_width_entries(f, f.name, getattr(self, f.name))
+            flat.extend(check_width_entries(f, f.name, getattr(self, f.name)))
+        # the values as checked, in the flat order (system.fields.FLAT_NAMES): the batch
+        # runtime reads a request's row from here instead of field by field
+        object.__setattr__(self, "flat_row", tuple(flat))
+
+    #: The request's values in the flat order of :data:`system.fields.FLAT_NAMES` (SI, floats),
+    #: made by the validation on construction and set on each instance (declared ClassVar so
+    #: that it is not a dataclass field: not an argument, not compared, not in repr).
+    flat_row: ClassVar[tuple[float, ...]]
 
     @classmethod
     def make(cls, device: Device, server: Server, *, up_bps: float, down_bps: float,

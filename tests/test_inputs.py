@@ -201,3 +201,20 @@ def test_every_field_reaches_every_form() -> None:
         assert any(n == f.name or n.startswith(f"{f.name}[") for n in FLAT_NAMES)
         if f.observed:
             assert any(q == f.name or q.startswith(f"{f.name}_") for q in BASE_QUANTITIES)
+
+
+def test_a_requests_flat_row_is_its_checked_values_in_flat_order() -> None:
+    import dataclasses
+    import pickle
+
+    from system.fields import FLAT_NAMES, SCALAR_NAMES, WIDTH_FIELDS
+    from system.request import random_request
+
+    r = random_request(np.random.default_rng(4))
+    want = tuple(float(getattr(r, n)) for n in SCALAR_NAMES) + tuple(
+        float(x) for f in WIDTH_FIELDS for x in getattr(r, f.name))
+    assert r.flat_row == want and len(want) == len(FLAT_NAMES)
+    moved = dataclasses.replace(r, up_bps=r.up_bps * 2)          # rebuilt, so re-made
+    assert moved.flat_row[SCALAR_NAMES.index("up_bps")] == r.up_bps * 2
+    assert pickle.loads(pickle.dumps(r)).flat_row == want
+    assert "flat_row" not in {f.name for f in dataclasses.fields(r)} and "flat_row" not in repr(r)
