@@ -22,6 +22,11 @@ on), on requests drawn from the default scenario, one at a time (wall clock per 
   on requests the guard passes, and the pieces of a repair: ``unit_tables``,
   ``repair_indices``; and ``support`` (the training-support check) and ``floor`` (the
   fixed plans' floor) on the requests the guard passes;
+* ``batch_breakdown_ms``: one batch's parts (:func:`batch_breakdown`): ``flat_rows``,
+  ``encode``, ``forward``, ``decide_matrix`` (policy, guard, repair, floor) and
+  ``decide_batch`` (all of it, plans built);
+* ``report_median_us``: ``Dispatcher.report`` (the decision with its figures by the cost
+  model: what ``POST /v1/plan`` computes), on the optimizer's requests;
 * ``models``: for every committed bundle (``runtime/bundles``), ``units``, ``median_us``,
   ``batch_per_s``, ``optimizer_median_us`` and ``ratio`` (its throughput ratio), on
   ``--model-requests`` requests each.
@@ -52,6 +57,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime import Dispatcher
+from runtime import batch as rb
 from runtime import features as rf
 from runtime.dispatcher import DEFAULT_MODEL, bundles_root
 from system.accuracy import drop_limit_pp
@@ -129,6 +135,32 @@ def batch_rate(d: Dispatcher, reqs: list, size: int, passes: int = 5) -> float:
     return 1.0 / float(np.median(times))
 
 
+def batch_breakdown(d: Dispatcher, reqs: list, size: int, passes: int = 15) -> dict[str, float]:
+    """Milliseconds of the parts of one batch (medians over ``passes``): reading the flat rows
+    of the Requests, the encoding, the forward pass, the whole index-form decision
+    (``runtime.batch.decide_matrix``: policy, guard, repair, floor) and the whole
+    ``decide_batch`` (with the plans built)."""
+    batch = reqs[:size]
+    M = rb.flat_rows(batch)
+    obs = d.encoder.encode_arrays(rf.columns(M))
+    parts: dict[str, Callable[[], Any]] = {
+        "flat_rows": lambda: rb.flat_rows(batch),
+        "encode": lambda: d.encoder.encode_arrays(rf.columns(M)),
+        "forward": lambda: d.net.forward_batch(obs),
+        "decide_matrix": lambda: rb.decide_matrix(d, M, batch),
+        "decide_batch": lambda: d.decide_batch(batch)}
+    out = {}
+    for name, fn in parts.items():
+        fn()
+        t = []
+        for _ in range(passes):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        out[name] = round(float(np.median(t)) * 1e3, 3)
+    return out
+
+
 def optimizer_times(d: Dispatcher, reqs: list) -> tuple[np.ndarray, list]:
     """Seconds per :func:`system.optimal.solve` (unit tables included), and the solutions."""
     sols, t = [], np.empty(len(reqs))
@@ -201,6 +233,8 @@ def main() -> None:
     ref = np.array([evaluate_plans(prof, r, [dr.decide(r)]).cost[0] for r in sub])
     opt_med = float(np.median(t_opt)) * 1e6
     parts = breakdown(d, reqs[:200])
+    batch_parts = batch_breakdown(d, reqs, args.batch)
+    t_report = _timed(d.report, sub)
     models = {m: model_figures(m, reqs[:args.model_requests], min(200, args.optimizer_requests),
                                args.batch)
               for m in sorted(p.name for p in bundles_root().iterdir() if (p / "contract.json").is_file())}
@@ -236,6 +270,8 @@ def main() -> None:
         "refine_p95_regret": round(float(np.percentile(ref / opt - 1, 95)), 6),
         "repair_rate": round(paths.count("repaired") / len(paths), 4),
         "breakdown_us": parts,
+        "batch_breakdown_ms": batch_parts,
+        "report_median_us": round(float(np.median(t_report)) * 1e6, 1),
         "models": models,
         "optimizer_requests": len(sub), "loadavg_1min": round(load0, 2),
         "machine": platform.machine(), "python": platform.python_version(),
