@@ -37,7 +37,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Request:
-    """Everything one decision depends on. Validated on construction; nothing is clamped."""
+    """Everything one decision depends on. Validated on construction; nothing is clamped.
+
+    Copy or convert one with ``dataclasses.replace`` and ``dataclasses.asdict``: an instance
+    also holds :attr:`flat_row`, which is not a field (so ``vars()`` is not the fields).
+    """
 
     dev_flops_per_s: float      # device effective fp32 FLOP/s
     dev_kappa: tuple[float, ...]  # device speedup per kernel width (KERNEL_WIDTHS), 0 = none

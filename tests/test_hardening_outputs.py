@@ -3,6 +3,7 @@ arguments, evaluation folders written as a whole, and profiling that writes only
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -124,7 +125,7 @@ def test_c08_plan_report_and_summaries_hold_only_finite_numbers() -> None:
     assert all(math.isfinite(v) for v in rep.values() if isinstance(v, float))
     for extreme, match in (({"beta_s_per_j": 1e308, "p_tx_w": 1e3}, r"^plan: cost is inf s, .*beta"),
                            ({"dev_flops_per_s": 1e-305}, r"^plan: t_dev_s is inf s, .*dev_gflops")):
-        huge = req.__class__(**{**req.__dict__, **extreme})
+        huge = dataclasses.replace(req, **extreme)
         with np.errstate(all="ignore"):
             assert not np.isfinite(evaluate_plans(p, huge, [plan]).cost[0])
             with pytest.raises(QsplitInputError, match=match):

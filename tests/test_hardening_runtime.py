@@ -72,7 +72,8 @@ def test_c14_decide_arrays_refuses_unknown_keys_as_decide_does(training: list[Re
     with pytest.raises(QsplitInputError, match=r"unknown key.*bandwidth"):
         d.decide_arrays({**arrays, "bandwidth": np.ones(3)})
     with pytest.raises(QsplitInputError, match=r"unknown key.*bandwidth"):
-        d.decide({**rf.to_request(rf.from_request(training[0])).__dict__, "bandwidth": 1.0})
+        d.decide({**dataclasses.asdict(rf.to_request(rf.from_request(training[0]))),
+                  "bandwidth": 1.0})
 
 
 # ------------------------------------------------------------------ item 18
