@@ -124,9 +124,7 @@ def decide_matrix(d: Dispatcher, M: np.ndarray, sources: Sequence[Source] | None
     indices, path codes. ``sources`` (each a Request or its flat tuple) default to the rows,
     named by ``labels`` ((device, server) per row; default: a Request's own, else none)."""
     if labels is None and sources is not None:
-        blank = ("", "")
-        labels = list(map(_LABELS_OF, sources)) if set(map(type, sources)) == {Request} else \
-            [(s.device, s.server) if isinstance(s, Request) else blank for s in sources]
+        labels = [_LABELS_OF(s) if isinstance(s, Request) else ("", "") for s in sources]
     N, L, k32 = len(M), d.L, d.net.k32
     arr = rf.columns(M)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

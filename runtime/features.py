@@ -50,7 +50,6 @@ _DEFAULTS = {f.name: f.default for f in REQUEST_FIELDS if f.default is not None}
 _ALLOWED = frozenset((*(f.name for f in REQUEST_FIELDS), *LABELS))
 #: Identifier of each flat entry in generated code (the per-width columns, e.g. dev_kappa_8).
 _VARS = (*SCALAR_NAMES, *(c for f in WIDTH_FIELDS for c in column_names(f)))
-_N_SCALARS = len(SCALAR_NAMES)
 
 
 def from_request(r: Request) -> tuple[float, ...]:

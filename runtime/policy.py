@@ -158,8 +158,9 @@ def argmax_near_tie(x: np.ndarray, rel: float = 1e-4) -> tuple[np.ndarray, np.nd
     counted: an entry at least ``top - rel * (1 + |top|)``); a row holding NaN counts as a
     near tie, left to the single form.
 
-    Elementwise across the axis's slices: numpy reduces a short last axis one output at a
-    time (0.39 ms for the argmax and the partition of 1,024 x 13 heads of 7, 0.1 ms so).
+    Elementwise across the axis's slices, each copied contiguous: numpy reduces a short last
+    axis one output at a time (a batch of 1,024 x 13 heads of 7: 0.61 ms for ``np.argmax``
+    and :func:`near_tie`, 0.19 ms so, timed here).
     """
     slices = np.moveaxis(x, -1, 0).copy()           # each option's entries contiguous
     top = np.maximum.reduce(slices, axis=0)

@@ -87,13 +87,9 @@ class TrivialPlans:
         #: the fixed plans by increasing drop: those within a budget are a prefix
         self.actions = [actions[i] for i in order]
         self.drops: list[float] = [drops[i] for i in order]
-        self.Q = np.asarray([self.quantities(a) for a in self.actions])
         self._kap: dict[tuple[float, ...], list[float]] = {}
         self._quantities: dict[tuple, list[float]] = {}
         self._labels: dict[tuple[str, str], tuple[str, str]] = {}
-        #: the fixed plans within each budget prefix, as views made once
-        self._prefixes = [self.Q[:n] for n in range(len(self.actions) + 1)]
-        self._q_max = float(self.Q.sum(axis=1).max()) if len(self.actions) else 0.0
 
     def _work(self, device: str, server: str
               ) -> tuple[list[float], list[float], UnitTime, UnitTime]:
@@ -131,15 +127,10 @@ class TrivialPlans:
                 "" if mac_proportional(self._profile, server) else server)
         return got
 
-    def quantity_matrix(self, device: str = "", server: str = "") -> np.ndarray:
-        """The fixed plans' quantities (rows of ``actions``) on these (canonical) processors."""
-        return self._fixed(device, server)[0]
-
     def _fixed(self, device: str, server: str) -> tuple[np.ndarray, list[np.ndarray], float]:
-        """The quantity matrix on these (canonical) processors, its prefixes (the plans
-        within each budget, as views made once) and its largest row sum (the overflow bound)."""
-        if not (device or server):
-            return self.Q, self._prefixes, self._q_max
+        """The fixed plans' quantities (rows of ``actions``) on these (canonical) processors,
+        the plans within each budget (prefixes, as views made once) and the largest row sum
+        (the overflow bound); made once per pair of processors."""
         got = self._Qs.get((device, server))
         if got is None:
             if len(self._Qs) >= _CACHE_MAX:

@@ -150,16 +150,20 @@ FLAT_RANGES: tuple[tuple[float, float, bool, bool], ...] = tuple(
 _FLAT_32 = [j for j, name in enumerate(FLAT_NAMES) if name.endswith("[32]")]
 
 
+def inside_array(x: np.ndarray, lo: float, hi: float, lo_open: bool, hi_open: bool) -> np.ndarray:
+    """:func:`system.errors.check_finite`'s test elementwise: finite and inside the range."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(x) & ((x > lo) if lo_open else (x >= lo)) & \
+            ((x < hi) if hi_open else (x <= hi))
+
+
 def flat_in_range(M: np.ndarray) -> np.ndarray:
     """Whether each row of flat values (N, len(FLAT_NAMES)) passes Request's checks: every
     entry finite and inside its range, and each 32-bit speedup exactly 1."""
-    with np.errstate(invalid="ignore"):
-        ok = np.isfinite(M).all(axis=1)
-        for j, (lo, hi, lo_open, hi_open) in enumerate(FLAT_RANGES):
-            x = M[:, j]
-            ok &= (x > lo) if lo_open else (x >= lo)
-            ok &= (x < hi) if hi_open else (x <= hi)
-    return ok & np.all(M[:, _FLAT_32] == 1.0, axis=1)
+    ok = np.all(M[:, _FLAT_32] == 1.0, axis=1)
+    for j, bounds in enumerate(FLAT_RANGES):
+        ok &= inside_array(M[:, j], *bounds)
+    return ok
 
 
 def column_names(f: RequestField) -> tuple[str, ...]:

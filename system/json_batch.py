@@ -23,7 +23,7 @@ import numpy as np
 
 from system.bits import KERNEL_WIDTHS
 from system.errors import QsplitInputError
-from system.fields import REQUEST_FIELDS, SCALAR_NAMES, WIDTH_FIELDS, flat_in_range
+from system.fields import REQUEST_FIELDS, SCALAR_NAMES, WIDTH_FIELDS, flat_in_range, inside_array
 from system.request import _REQUIRED, REQUEST_JSON_FIELDS, _catalog_si, _si
 
 #: The keys of a per-width entry as a user writes them ("4", "8", ...).
@@ -103,13 +103,6 @@ def _numbers(values: list[object]) -> tuple[np.ndarray, np.ndarray]:
     return x, ok
 
 
-def _inside(x: np.ndarray, lo: float, hi: float, lo_open: bool, hi_open: bool) -> np.ndarray:
-    """:func:`system.errors.check_finite`'s test, elementwise: finite and inside the range."""
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(x) & ((x > lo) if lo_open else (x >= lo)) & \
-            ((x < hi) if hi_open else (x <= hi))
-
-
 def _widths(tables: list[object], lo: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-width entries keyed by width, as :func:`system.hardware.parse_kappa` reads them
     (absent = 0, each given one finite and > 0, the 32-bit one 1.0) with exact keys only."""
@@ -122,7 +115,7 @@ def _widths(tables: list[object], lo: float) -> tuple[np.ndarray, np.ndarray]:
         col = [t.get(key) for t in safe]      # type: ignore[attr-defined]
         given = np.fromiter((v is not None for v in col), dtype=bool, count=n)
         x, num = _numbers([0.0 if v is None else v for v in col])
-        ok &= num & (~given | _inside(x, lo, np.inf, True, True))
+        ok &= num & (~given | inside_array(x, lo, np.inf, True, True))
         out[:, j] = np.where(given, x, 0.0)
     return out, ok
 
@@ -161,7 +154,7 @@ def _group(keys: frozenset, ds: list[dict], names: list[tuple[str | None, str | 
                 cols[f.name], good = _widths(raw, 0.0)
             else:
                 x, good = _numbers(raw)
-                good &= _inside(x, *f.json_range, f.lo_open, f.hi_open)
+                good &= inside_array(x, *f.json_range, f.lo_open, f.hi_open)
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):
                     cols[f.name] = f.to_si(x)
                 good &= np.isfinite(cols[f.name])
@@ -175,7 +168,7 @@ def _group(keys: frozenset, ds: list[dict], names: list[tuple[str | None, str | 
             cols[f.name] = np.full(n, _si(f, f.check_json(f.default)))
     if _SPEED in keys:
         s, good = _numbers([d[_SPEED] for d in ds])
-        good &= _inside(s, 0.0, np.inf, True, True)
+        good &= inside_array(s, 0.0, np.inf, True, True)
         with np.errstate(over="ignore", invalid="ignore"):
             flops = cols["dev_flops_per_s"] * s
         ok &= good & np.isfinite(flops) & (flops > 0.0)
